@@ -1,0 +1,160 @@
+"""The ``gantrain`` command: Hydra composes the config, a task (train, sample) runs it.
+
+Errors the user can fix are printed as one line with exit status 2; ``debug=true``
+or ``HYDRA_FULL_ERROR=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from gantrain.errors import UserError
+from gantrain.registry import import_plugins, load_builtin_parts, unknown_choice
+
+CONFIG_NAME = "gantrain"
+GROUPS = ("model", "loss", "data", "optim", "device", "trainer")
+OVERRIDE = re.compile(r"^(?P<prefix>\+\+|\+|~)?(?P<key>[\w./@-]+)=(?P<value>.*)$")
+
+
+def config_dir() -> Path:
+    """The YAML configs: packaged as ``gantrain/configs`` in a wheel, top-level ``configs/`` in a checkout."""
+    packaged = Path(__file__).resolve().parent / "configs"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def group_options(group: str) -> list[str]:
+    folder = config_dir() / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def train_task(cfg: DictConfig) -> dict[str, float]:
+    from hydra.core.hydra_config import HydraConfig
+
+    from gantrain.engine.trainer import Trainer
+
+    hydra_cfg = HydraConfig.get()
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
+    return Trainer(cfg, Path(hydra_cfg.runtime.output_dir), overrides).fit()
+
+
+def sample_task(cfg: DictConfig) -> Path:
+    from gantrain.engine.sampling import sample
+
+    return sample(cfg)
+
+
+TASKS: dict[str, Callable[[DictConfig], Any]] = {"train": train_task, "sample": sample_task}
+
+
+def run_task(cfg: DictConfig) -> Any:
+    load_builtin_parts()
+    import_plugins(cfg.get("plugins"))
+    if cfg.task not in TASKS:
+        raise UserError(unknown_choice("task", cfg.task, sorted(TASKS)))
+    return TASKS[cfg.task](cfg)
+
+
+def _split(arg: str) -> tuple[str, str] | None:
+    match = OVERRIDE.match(arg)
+    return (match["key"], match["value"]) if match else None
+
+
+def check_group_choices(args: list[str]) -> None:
+    """``model=foo`` -> one line listing the presets (Hydra's own message spans many lines)."""
+    for arg in args:
+        parsed = _split(arg)
+        if not parsed or parsed[0] not in GROUPS or "(" in parsed[1]:
+            continue
+        choices = group_options(parsed[0])
+        for value in parsed[1].split(","):
+            if value.strip() not in choices:
+                raise UserError(unknown_choice(parsed[0], value.strip(), choices))
+
+
+def resume_arguments(args: list[str]) -> list[str]:
+    """``resume=RUN`` composes the run's original overrides under the new ones and writes into the same folder."""
+    target = next((value for key, value in filter(None, map(_split, args)) if key == "resume"), None)
+    if not target or target in ("null", "None"):
+        return args
+    from gantrain.engine.checkpoint import resolve_checkpoint, run_dir_of
+
+    path, saved = resolve_checkpoint(target)
+    given = {parsed[0] for parsed in map(_split, args) if parsed}
+    earlier = [o for o in saved.get("overrides", []) if (_split(o) or ("",))[0] not in given]
+    run_dir = run_dir_of(path)
+    placement = [f"hydra.run.dir={run_dir}"] if run_dir and "hydra.run.dir" not in given else []
+    return earlier + args + placement
+
+
+def sample_arguments(args: list[str]) -> list[str]:
+    """Sampling writes only what ``out`` names: no run folder, no log file."""
+    if "task=sample" not in args:
+        return args
+    return args + ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled",
+                   "hydra/hydra_logging=disabled"]
+
+
+def one_line(error: BaseException) -> str:
+    from omegaconf.errors import MissingMandatoryValue
+
+    if isinstance(error, MissingMandatoryValue) and getattr(error, "full_key", None):
+        return f"{error.full_key} is required: set {error.full_key}=VALUE"
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    text = "; ".join(line.rstrip(".") for line in lines[:2]) if lines else type(error).__name__
+    return text.replace("HYDRA_FULL_ERROR=1", "debug=true")
+
+
+def _is_user_error(error: BaseException) -> bool:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return isinstance(error, (UserError, HydraException, OmegaConfBaseException))
+
+
+def report_user_error(error: BaseException, debug: bool) -> None:
+    """Print a user error as one line and exit 2; return (to re-raise) for bugs or in debug mode."""
+    if debug or not _is_user_error(error):
+        return
+    print(f"gantrain: error: {one_line(error)}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
+_SHOW_TRACEBACKS = False  # set by main() from debug=true / HYDRA_FULL_ERROR=1
+
+
+def _hydra_app() -> Any:
+    import hydra
+
+    @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=CONFIG_NAME)
+    def app(cfg: DictConfig) -> Any:
+        try:
+            return run_task(cfg)
+        except Exception as error:  # noqa: BLE001 - ends the job here, before Hydra adds its own report
+            report_user_error(error, debug=_SHOW_TRACEBACKS or bool(cfg.get("debug")))
+            raise
+
+    return app()
+
+
+def main(argv: list[str] | None = None) -> Any:
+    global _SHOW_TRACEBACKS
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _SHOW_TRACEBACKS = "debug=true" in args or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    try:
+        check_group_choices(args)
+        args = sample_arguments(resume_arguments(args))
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach this function; it decides what to show
+        sys.argv = ["gantrain", *args]
+        return _hydra_app()
+    except Exception as error:  # noqa: BLE001 - only user errors are shortened, the rest re-raised
+        report_user_error(error, debug)
+        raise

@@ -1,0 +1,1 @@
+"""Datasets: each module registers builders in ``DATASETS``; each builder returns a ``DataSource``."""

@@ -1,0 +1,1 @@
+"""The shared machinery every recipe runs in: loop, checkpoints, logging, sampling."""

@@ -1,0 +1,89 @@
+"""Where a run reports: the progress bar, TensorBoard scalars and images, PNGs in the run folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.utils.tensorboard import SummaryWriter
+from torchvision.utils import save_image
+
+from gantrain.engine.visuals import image_grid, scatter_image
+from gantrain.recipes.base import Preview
+
+
+def format_scalars(values: dict[str, float], limit: int = 6) -> str:
+    return "  ".join(f"{name} {value:.4g}" for name, value in list(values.items())[:limit])
+
+
+class RunLog:
+    """One per run; a no-op sink for what it is not asked to show (``progress=False``)."""
+
+    def __init__(self, run_dir: Path, total_steps: int | None, start_step: int, progress: bool = True,
+                 console: Console | None = None) -> None:
+        self.run_dir = run_dir
+        self.samples_dir = run_dir / "samples"
+        self.samples_dir.mkdir(parents=True, exist_ok=True)
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step or None)
+        self.console = console or Console(stderr=True)
+        self.interactive = progress and self.console.is_terminal
+        self.plain = progress and not self.interactive  # log lines instead of a live bar (CI, clusters)
+        self._rate_start = (time.perf_counter(), start_step)
+        self.progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[scalars]}"),
+            console=self.console, disable=not self.interactive, refresh_per_second=4,
+        )
+        self.task = self.progress.add_task("train", total=total_steps, completed=start_step, rate="", scalars="")
+        self.total_steps = total_steps
+
+    def __enter__(self) -> "RunLog":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def rate(self, step: int) -> float:
+        started, first_step = self._rate_start
+        elapsed = time.perf_counter() - started
+        return (step - first_step) / elapsed if elapsed > 0 else 0.0
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            self.writer.add_scalar(name, value, step)
+        if self.plain:
+            total = f"/{self.total_steps}" if self.total_steps else ""
+            self.console.print(f"step {step}{total}  {self.rate(step):.1f} it/s  {format_scalars(values, 8)}",
+                               highlight=False, soft_wrap=True)
+
+    def advance(self, step: int, values: dict[str, float]) -> None:
+        if self.interactive:
+            self.progress.update(self.task, completed=step, rate=f"{self.rate(step):.1f} it/s",
+                                 scalars=format_scalars(values))
+
+    def preview(self, step: int, preview: Preview) -> Path:
+        """Write the preview to TensorBoard and ``samples/step_XXXXXXX.png``."""
+        if preview.samples.dim() == 4:
+            picture = image_grid(preview.samples, preview.nrow)
+        else:
+            picture = scatter_image(preview.samples, preview.reference)
+        self.writer.add_image("samples", picture, step)
+        path = self.samples_dir / f"step_{step:07d}.png"
+        save_image(picture, path)
+        return path
+
+    def note(self, message: str) -> None:
+        self.console.print(message, highlight=False, soft_wrap=True)
+
+    def close(self) -> None:
+        self.progress.stop()
+        self.writer.close()
+
+
+def to_floats(values: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """One device sync for all scalars of a step."""
+    return {name: float(value) for name, value in values.items()}

@@ -1,0 +1,58 @@
+"""``task=sample``: draw from a trained generator into a grid PNG, a folder of PNGs or an .npz tensor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torchvision.utils import save_image
+
+from gantrain.data.source import DataSpec
+from gantrain.engine.checkpoint import resolve_checkpoint
+from gantrain.engine.device import resolve_device
+from gantrain.engine.visuals import image_grid, scatter_image
+from gantrain.errors import UserError
+from gantrain.recipes.base import preview_rows
+from gantrain.registry import RECIPES, import_plugins
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def write_samples(samples: torch.Tensor, target: str) -> Path:
+    """A path ending in '/' (or an existing folder) gets one PNG per sample; .npz the raw tensor; .png a grid."""
+    out = Path(target).expanduser()
+    if target.endswith(("/", "\\")) or out.is_dir():
+        if samples.dim() != 4:
+            raise UserError("one PNG per sample needs image data; use out=FILE.png (scatter) or out=FILE.npz")
+        out.mkdir(parents=True, exist_ok=True)
+        for index, image in enumerate(samples):
+            save_image(image.add(1).div(2).clamp(0, 1), out / f"sample_{index:06d}.png")
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":
+        np.savez_compressed(out, samples=samples.numpy())
+    elif out.suffix.lower() in PICTURE_SUFFIXES:
+        picture = image_grid(samples, preview_rows(len(samples))) if samples.dim() == 4 else scatter_image(samples)
+        save_image(picture, out)
+    else:
+        raise UserError(f"out={out}: use a .png/.jpg grid, a .npz file, or a folder ending in '/'")
+    return out
+
+
+def sample(cfg: DictConfig) -> Path:
+    if not cfg.get("checkpoint"):
+        raise UserError("task=sample needs checkpoint=PATH (a .pt file or a run folder)")
+    if not isinstance(cfg.n, int) or cfg.n < 1:
+        raise UserError(f"n must be a positive integer, got {cfg.n!r}")
+    path, saved = resolve_checkpoint(cfg.checkpoint)
+    trained = OmegaConf.create(saved["config"])
+    import_plugins(trained.get("plugins"))
+    device = resolve_device(cfg.device.name)
+    recipe = RECIPES.get(trained.model.recipe).from_config(trained, DataSpec.from_dict(saved["data_spec"]), device)
+    recipe.load_state_dict(saved["recipe"], weights_only=True)
+    samples = recipe.sample(cfg.n, torch.Generator().manual_seed(cfg.seed))
+    out = write_samples(samples, str(cfg.out))
+    print(f"wrote {cfg.n} samples from {path} (step {saved['step']}) to {out}")
+    return out

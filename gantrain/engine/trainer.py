@@ -1,0 +1,247 @@
+"""The training loop shared by every GAN family.
+
+It knows that a recipe has networks, optimizers, a ``train_step`` and something
+to preview; it owns the data position, the budget, logging, grids, checkpoints,
+resume and signals. Nothing here names a GAN.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset, default_collate
+
+from gantrain import __version__
+from gantrain.data.source import DataSource, DataSpec
+from gantrain.data.stream import BatchStream
+from gantrain.engine.checkpoint import CheckpointWriter, resolve_checkpoint
+from gantrain.engine.device import resolve_device
+from gantrain.engine.rng import rng_state, seed_everything, set_rng_state
+from gantrain.engine.run_log import RunLog, to_floats
+from gantrain.errors import UserError
+from gantrain.recipes.base import Batch, Recipe
+from gantrain.registry import DATASETS, RECIPES
+
+DATA_LOOP_KEYS = ("name", "num_workers")  # data-group keys read by the loop, not passed to the dataset builder
+
+
+def build_data(data_cfg: DictConfig) -> DataSource:
+    options = {k: v for k, v in data_cfg.items() if k not in DATA_LOOP_KEYS}
+    return DATASETS.build(data_cfg.name, options)
+
+
+def build_recipe(cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> Recipe:
+    return RECIPES.get(cfg.model.recipe).from_config(cfg, data_spec, device)
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from a number or from 'DD:HH:MM:SS' / 'HH:MM:SS' / 'MM:SS'."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    if not re.fullmatch(r"\d+(:\d+){1,3}", text):
+        raise UserError(f"trainer.max_time must be seconds or DD:HH:MM:SS, got '{value}'")
+    seconds = 0.0
+    for part, unit in zip(reversed(text.split(":")), (1, 60, 3600, 86400)):
+        seconds += int(part) * unit
+    return seconds
+
+
+@dataclass
+class Budget:
+    """Steps, epochs or wall-clock seconds, whichever runs out first (None: no limit of that kind)."""
+
+    max_steps: int | None
+    max_epochs: float | None
+    max_time: float | None
+
+    @classmethod
+    def from_config(cls, trainer: DictConfig) -> "Budget":
+        budget = cls(trainer.max_steps, trainer.max_epochs, parse_duration(trainer.max_time))
+        if budget.max_steps is None and budget.max_epochs is None and budget.max_time is None:
+            raise UserError("set a budget: trainer.max_steps, trainer.max_epochs or trainer.max_time")
+        for name in ("max_steps", "max_epochs", "max_time"):
+            value = getattr(budget, name)
+            if value is not None and value <= 0:
+                raise UserError(f"trainer.{name} must be positive, got {value}")
+        return budget
+
+    def exhausted(self, step: int, epochs_done: float, elapsed: float) -> str | None:
+        if self.max_steps is not None and step >= self.max_steps:
+            return "max_steps"
+        if self.max_epochs is not None and epochs_done >= self.max_epochs:
+            return "max_epochs"
+        if self.max_time is not None and elapsed >= self.max_time:
+            return "max_time"
+        return None
+
+    def total_steps(self, steps_per_epoch: float) -> int | None:
+        candidates = [self.max_steps] if self.max_steps is not None else []
+        if self.max_epochs is not None:
+            candidates.append(math.ceil(self.max_epochs * steps_per_epoch))
+        return min(candidates) if candidates else None
+
+
+class StopSignals:
+    """SIGINT/SIGTERM ask the loop to stop after the current step; a second SIGINT stops at once."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self) -> "StopSignals":
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        except ValueError:  # not the main thread: leave signal handling to the caller
+            self._previous.clear()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def reference_batch(dataset: Dataset, n: int, seed: int) -> Batch:
+    """n fixed real samples (for previews), drawn with their own generator so training randomness is untouched."""
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    indices = order.repeat(math.ceil(n / len(dataset)))[:n]
+    if hasattr(dataset, "get_batch"):
+        return dataset.get_batch(indices)
+    return default_collate([dataset[int(i)] for i in indices])
+
+
+def check_resumable(saved: dict[str, Any], cfg: DictConfig, data_spec: DataSpec) -> None:
+    """Refuse a resume whose architecture or data shape differs from the checkpoint's."""
+    now = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("model", "optim.name"):
+        head, _, tail = key.partition(".")
+        old, new = saved["config"].get(head), now.get(head)
+        if tail:
+            old, new = (old or {}).get(tail), (new or {}).get(tail)
+        if old != new:
+            raise UserError(f"cannot resume: this run's {key} differs from the checkpoint's "
+                            f"({_first_difference(old, new)}); start a new run instead")
+    if saved["data_spec"] != data_spec.to_dict():
+        raise UserError(f"cannot resume: the data now has shape {list(data_spec.shape)}, the checkpoint was "
+                        f"trained on {saved['data_spec']['shape']}")
+
+
+def _first_difference(old: Any, new: Any, path: str = "") -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+    return f"{path or 'value'}: checkpoint {old!r}, now {new!r}"
+
+
+class Trainer:
+    """Builds the parts from the config, then runs and checkpoints the loop."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.overrides = list(overrides or [])
+        trainer = cfg.trainer
+        for key in ("batch_size", "log_every", "sample_every", "checkpoint_every", "n_samples"):
+            if not isinstance(trainer[key], int) or trainer[key] < 1:
+                raise UserError(f"trainer.{key} must be a positive integer, got {trainer[key]!r}")
+        self.budget = Budget.from_config(trainer)
+        self.device = resolve_device(cfg.device.name)
+        seed_everything(trainer.seed)
+        self.source = build_data(cfg.data)
+        self.recipe = build_recipe(cfg, self.source.spec, self.device)
+        self.stream = BatchStream(self.source.dataset, trainer.batch_size, trainer.seed, self.device,
+                                  num_workers=cfg.data.get("num_workers", 0))
+        self.checkpoints = CheckpointWriter(run_dir / "checkpoints", trainer.keep_last)
+        self.step = 0
+        self.elapsed_before = 0.0  # seconds trained by earlier invocations of this run
+        if cfg.get("resume"):
+            self._restore(cfg.resume)
+        else:
+            n = trainer.n_samples if self.source.spec.is_image else trainer.n_points
+            reference = reference_batch(self.source.dataset, n, trainer.seed)
+            self.preview_inputs = self.recipe.preview_inputs(reference, torch.Generator().manual_seed(trainer.seed))
+
+    def _restore(self, target: str) -> None:
+        path, saved = resolve_checkpoint(target)
+        check_resumable(saved, self.cfg, self.source.spec)
+        self.recipe.load_state_dict(saved["recipe"])
+        self.stream.load_state_dict(saved["data"])
+        set_rng_state(saved["rng"])
+        self.preview_inputs = saved["preview"]
+        self.step = int(saved["step"])
+        self.elapsed_before = float(saved["elapsed"])
+        self.resumed_from = path
+
+    def epochs_done(self) -> float:
+        return self.stream.epoch + self.stream.batches_taken / self.stream.batches_per_epoch
+
+    def payload(self, elapsed: float) -> dict[str, Any]:
+        return {
+            "gantrain_version": __version__,
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "overrides": self.overrides,
+            "data_spec": self.source.spec.to_dict(),
+            "step": self.step,
+            "epoch": self.stream.epoch,
+            "elapsed": elapsed,
+            "recipe": self.recipe.state_dict(),
+            "data": self.stream.state_dict(),
+            "rng": rng_state(),
+            "preview": self.preview_inputs,
+        }
+
+    def fit(self) -> dict[str, float]:
+        """Train until the budget or a signal stops the run; returns the last logged scalars."""
+        trainer = self.cfg.trainer
+        steps_per_epoch = self.stream.batches_per_epoch / trainer.n_critic
+        total = self.budget.total_steps(steps_per_epoch)
+        values: dict[str, float] = {}
+        started = time.monotonic()
+        elapsed = lambda: self.elapsed_before + time.monotonic() - started  # noqa: E731
+        with StopSignals() as signals, RunLog(self.run_dir, total, self.step, trainer.progress) as log:
+            if getattr(self, "resumed_from", None):
+                log.note(f"resumed from {self.resumed_from} at step {self.step}")
+            last_preview = last_checkpoint = None
+            while signals.received is None and not self.budget.exhausted(self.step, self.epochs_done(), elapsed()):
+                scalars = self.recipe.train_step(self.stream.next)
+                self.recipe.end_step()
+                self.step += 1
+                if self.step % trainer.log_every == 0 or self.step == 1:
+                    values = {**to_floats(scalars), **self.recipe.learning_rates(), "epoch": self.epochs_done()}
+                    log.scalars(self.step, values)
+                log.advance(self.step, values)
+                if self.step % trainer.sample_every == 0:
+                    log.preview(self.step, self.recipe.preview(self.preview_inputs))
+                    last_preview = self.step
+                if self.step % trainer.checkpoint_every == 0:
+                    self.checkpoints.save(self.payload(elapsed()), periodic=True)
+                    last_checkpoint = self.step
+            if last_preview != self.step:
+                log.preview(self.step, self.recipe.preview(self.preview_inputs))
+            if last_checkpoint != self.step:
+                self.checkpoints.save(self.payload(elapsed()), periodic=False)
+        if signals.received is not None:
+            name = signal.Signals(signals.received).name
+            log.note(f"{name}: stopped at step {self.step}, checkpoint saved. Resume with:\n"
+                     f"  gantrain resume={self.run_dir}")
+            raise SystemExit(128 + signals.received)
+        return values

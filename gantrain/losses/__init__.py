@@ -1,0 +1,1 @@
+"""Adversarial losses: each module registers ``AdversarialLoss`` subclasses in ``LOSSES``."""

@@ -1,0 +1,1 @@
+"""Networks: plain ``nn.Module``s registered in ``NETWORKS``; none knows which GAN trains it."""

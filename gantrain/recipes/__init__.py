@@ -1,0 +1,1 @@
+"""Training recipes: one file per training algorithm, registered in ``RECIPES``."""

@@ -1,0 +1,129 @@
+"""The contract between a training recipe and the shared loop.
+
+A recipe owns its networks, optimizers and schedulers and says how one training
+step updates them. The loop owns everything else (data position, logging,
+grids, checkpoints, budget, signals) and never learns which GAN it trains.
+
+What a new family implements:
+  ``from_config``     build networks/optimizers from the composed config
+  ``train_step``      one step; pulls as many batches as it needs; returns scalars to log
+  ``preview_inputs``  the fixed inputs its grids are made from (noise, a fixed input batch...)
+  ``preview``         what to show for those inputs (images or points)
+  ``sample``          n outputs for ``task=sample``
+and, when it has state beyond networks/optimizers/schedulers (an image pool, a
+growth stage), ``extra_state``/``load_extra_state``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from gantrain.data.source import DataSpec
+from gantrain.errors import UserError
+from gantrain.registry import NETWORKS
+
+Batch = dict[str, torch.Tensor]
+NextBatch = Callable[[], Batch]
+
+
+@dataclass
+class Preview:
+    """What the loop writes as a grid (images) or a scatter plot (points)."""
+
+    samples: torch.Tensor  # (N, C, H, W) in [-1, 1], or (N, D) points
+    nrow: int = 8  # images per grid row
+    reference: torch.Tensor | None = None  # real points drawn beside generated ones in a scatter
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Recipe:
+    """Base class: keeps the parts, steps schedulers, saves and restores state."""
+
+    def __init__(self, networks: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
+                 schedulers: Mapping[str, torch.optim.lr_scheduler.LRScheduler]) -> None:
+        self.networks = dict(networks)
+        self.optimizers = dict(optimizers)
+        self.schedulers = dict(schedulers)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> "Recipe":
+        raise NotImplementedError  # abstract: each recipe reads the config nodes it needs
+
+    def train_step(self, next_batch: NextBatch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError  # abstract
+
+    def preview_inputs(self, reference: Batch, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        raise NotImplementedError  # abstract
+
+    def preview(self, inputs: Mapping[str, torch.Tensor]) -> Preview:
+        raise NotImplementedError  # abstract
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError  # abstract
+
+    def end_step(self) -> None:
+        """Called by the loop after every training step."""
+        for scheduler in self.schedulers.values():
+            scheduler.step()
+
+    def learning_rates(self) -> dict[str, float]:
+        return {f"lr/{name}": opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        del state  # nothing beyond networks, optimizers and schedulers by default
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "networks": {name: net.state_dict() for name, net in self.networks.items()},
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "schedulers": {name: sched.state_dict() for name, sched in self.schedulers.items()},
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], weights_only: bool = False) -> None:
+        """Restore everything, or only the networks (``weights_only``, for sampling)."""
+        for name, net in self.networks.items():
+            if name not in state["networks"]:
+                raise UserError(f"the checkpoint has no network '{name}' (it has: {', '.join(state['networks'])})")
+            try:
+                net.load_state_dict(state["networks"][name])
+            except RuntimeError as error:
+                first = str(error).strip().splitlines()
+                detail = first[1].strip() if len(first) > 1 else first[0]
+                raise UserError(f"the checkpoint's {name} does not match this architecture: {detail}") from error
+        if weights_only:
+            return
+        for kind, parts in (("optimizers", self.optimizers), ("schedulers", self.schedulers)):
+            for name, part in parts.items():
+                part.load_state_dict(state[kind][name])
+        self.load_extra_state(state.get("extra", {}))
+
+    def set_mode(self, training: bool) -> None:
+        for net in self.networks.values():
+            net.train(training)
+
+
+def build_network(node: Mapping[str, Any], device: torch.device, **context: Any) -> nn.Module:
+    """Build ``{name: ..., option: value}`` from ``NETWORKS`` and move it to ``device``."""
+    options = {k: v for k, v in node.items() if k != "name"}
+    return NETWORKS.build(node["name"], options, **context).to(device)
+
+
+def requires_grad(net: nn.Module, flag: bool) -> None:
+    """Freeze a network's parameters while only its input gradients are needed (saves the weight grads)."""
+    for param in net.parameters():
+        param.requires_grad_(flag)
+
+
+def preview_rows(n: int) -> int:
+    """Images per row for a near-square grid of n images."""
+    return max(1, int(round(n ** 0.5)))
