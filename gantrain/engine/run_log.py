@@ -27,7 +27,8 @@ class RunLog:
         self.run_dir = run_dir
         self.samples_dir = run_dir / "samples"
         self.samples_dir.mkdir(parents=True, exist_ok=True)
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step or None)
+        # on resume, hide what an interrupted run logged after its checkpoint: those steps are trained again
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
         self.console = console or Console(stderr=True)
         self.interactive = progress and self.console.is_terminal
         self.plain = progress and not self.interactive  # log lines instead of a live bar (CI, clusters)

@@ -138,7 +138,7 @@ def check_resumable(saved: dict[str, Any], cfg: DictConfig, data_spec: DataSpec)
             old, new = (old or {}).get(tail), (new or {}).get(tail)
         if old != new:
             raise UserError(f"cannot resume: this run's {key} differs from the checkpoint's "
-                            f"({_first_difference(old, new)}); start a new run instead")
+                            f"({_first_difference(old, new, key)}); start a new run instead")
     if saved["data_spec"] != data_spec.to_dict():
         raise UserError(f"cannot resume: the data now has shape {list(data_spec.shape)}, the checkpoint was "
                         f"trained on {saved['data_spec']['shape']}")

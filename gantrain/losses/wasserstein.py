@@ -1,0 +1,34 @@
+"""The Wasserstein GAN critic objective (Arjovsky et al. 2017): raw scores, no sigmoid, no log."""
+
+from __future__ import annotations
+
+import torch
+
+from gantrain.losses.base import AdversarialLoss, Weights
+from gantrain.registry import LOSSES
+
+
+@LOSSES.register("wasserstein")
+class WassersteinLoss(AdversarialLoss):
+    """The critic D estimates W(P_real, P_G) = sup over 1-Lipschitz D of E[D(x)] - E[D(G(z))]:
+
+      L_D = E[D(G(z))] - E[D(x)]
+      L_G = -E[D(G(z))]
+
+    The estimate only means something while D is kept (roughly) 1-Lipschitz: pair this loss
+    with weight clipping, a gradient penalty or spectral normalisation.
+    """
+
+    def discriminator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor,
+                           weights: Weights = None) -> torch.Tensor:
+        return self.reduce_halves(-real_scores, fake_scores, weights)
+
+    def generator_loss(self, fake_scores: torch.Tensor, real_scores: torch.Tensor | None = None,
+                       weights: Weights = None) -> torch.Tensor:
+        return self.reduce(-fake_scores, weights)
+
+    def describe_scores(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Adds the critic's Wasserstein estimate, the curve WGAN users watch fall during training."""
+        scores = super().describe_scores(real_scores, fake_scores)
+        scores["wasserstein_estimate"] = scores["score/real"] - scores["score/fake"]
+        return scores
