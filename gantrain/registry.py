@@ -105,9 +105,10 @@ DATASETS = Registry("dataset")
 OPTIMIZERS = Registry("optimizer")
 SCHEDULES = Registry("lr schedule")
 RECIPES = Registry("recipe")
+REGULARIZERS = Registry("regularizer")
 
 
 def load_builtin_parts() -> None:
     """Register everything gantrain ships (idempotent)."""
-    for package in ("nets", "losses", "data", "optim", "recipes"):
+    for package in ("nets", "losses", "regularizers", "data", "optim", "recipes"):
         import_submodules(f"gantrain.{package}")

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import save_image
 
@@ -17,6 +18,17 @@ from gantrain.recipes.base import Preview
 
 def format_scalars(values: dict[str, float], limit: int = 6) -> str:
     return "  ".join(f"{name} {value:.4g}" for name, value in list(values.items())[:limit])
+
+
+class TrainingProgress(Progress):
+    """A progress bar with the latest scalars on their own line below it, so neither crowds the other."""
+
+    scalars = ""
+
+    def get_renderables(self):
+        yield self.make_tasks_table(self.tasks)
+        if self.scalars:
+            yield Text(self.scalars, style="dim", overflow="fold")
 
 
 class RunLog:
@@ -33,12 +45,12 @@ class RunLog:
         self.interactive = progress and self.console.is_terminal
         self.plain = progress and not self.interactive  # log lines instead of a live bar (CI, clusters)
         self._rate_start = (time.perf_counter(), start_step)
-        self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[scalars]}"),
-            console=self.console, disable=not self.interactive, refresh_per_second=4,
+        self.progress = TrainingProgress(
+            TextColumn("[bold]train"), BarColumn(bar_width=None), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=self.console, disable=not self.interactive, refresh_per_second=4, expand=True,
         )
-        self.task = self.progress.add_task("train", total=total_steps, completed=start_step, rate="", scalars="")
+        self.task = self.progress.add_task("train", total=total_steps, completed=start_step, rate="")
         self.total_steps = total_steps
 
     def __enter__(self) -> "RunLog":
@@ -63,8 +75,8 @@ class RunLog:
 
     def advance(self, step: int, values: dict[str, float]) -> None:
         if self.interactive:
-            self.progress.update(self.task, completed=step, rate=f"{self.rate(step):.1f} it/s",
-                                 scalars=format_scalars(values))
+            self.progress.scalars = format_scalars(values, limit=len(values))
+            self.progress.update(self.task, completed=step, rate=f"{self.rate(step):.1f} it/s")
 
     def preview(self, step: int, preview: Preview) -> Path:
         """Write the preview to TensorBoard and ``samples/step_XXXXXXX.png``."""

@@ -48,6 +48,8 @@ class AdversarialLoss:
 
     #: True where the generator loss needs D(real) too (relativistic losses); the recipe then passes it.
     needs_real_scores_for_generator: bool = False
+    #: True where the loss is only meaningful for a Lipschitz critic (Wasserstein); the recipe warns otherwise.
+    needs_lipschitz: bool = False
 
     def __init__(self, reduction: str = "mean", real_weight: float = 1.0, generated_weight: float = 1.0) -> None:
         if reduction not in REDUCTIONS:

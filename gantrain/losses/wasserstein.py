@@ -19,6 +19,8 @@ class WassersteinLoss(AdversarialLoss):
     with weight clipping, a gradient penalty or spectral normalisation.
     """
 
+    needs_lipschitz = True  # the recipe warns when no regularizer keeps the critic Lipschitz
+
     def discriminator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor,
                            weights: Weights = None) -> torch.Tensor:
         return self.reduce_halves(-real_scores, fake_scores, weights)

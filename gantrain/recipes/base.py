@@ -64,7 +64,8 @@ class Recipe:
     def preview(self, inputs: Mapping[str, torch.Tensor]) -> Preview:
         raise NotImplementedError  # abstract
 
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator, **conditions: Any) -> torch.Tensor:
+        """n outputs on the CPU; ``conditions`` come from the command line (e.g. ``label`` from ``class=3``)."""
         raise NotImplementedError  # abstract
 
     def end_step(self) -> None:
@@ -90,7 +91,11 @@ class Recipe:
         }
 
     def load_state_dict(self, state: Mapping[str, Any], weights_only: bool = False) -> None:
-        """Restore everything, or only the networks (``weights_only``, for sampling)."""
+        """Restore everything, or only the networks (``weights_only``, for sampling).
+
+        Extra state loads first, so a recipe can reshape its networks (a growth stage) before weights load.
+        """
+        self.load_extra_state(state.get("extra", {}))
         for name, net in self.networks.items():
             if name not in state["networks"]:
                 raise UserError(f"the checkpoint has no network '{name}' (it has: {', '.join(state['networks'])})")
@@ -105,7 +110,6 @@ class Recipe:
         for kind, parts in (("optimizers", self.optimizers), ("schedulers", self.schedulers)):
             for name, part in parts.items():
                 part.load_state_dict(state[kind][name])
-        self.load_extra_state(state.get("extra", {}))
 
     def set_mode(self, training: bool) -> None:
         for net in self.networks.values():

@@ -6,7 +6,8 @@ constraint) the WGAN presets; the networks and the loss come from the config.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -17,7 +18,10 @@ from gantrain.errors import UserError
 from gantrain.losses.base import AdversarialLoss
 from gantrain.optim.optimizers import build_optimizer, build_schedule
 from gantrain.recipes.base import Batch, NextBatch, Preview, Recipe, build_network, preview_rows, requires_grad
-from gantrain.registry import LOSSES, RECIPES
+from gantrain.regularizers.base import Regularizer
+from gantrain.registry import LOSSES, RECIPES, REGULARIZERS
+
+log = logging.getLogger("gantrain")
 
 SAMPLE_CHUNK = 256  # generator forward passes are split into chunks this size when sampling
 
@@ -27,15 +31,18 @@ class GANRecipe(Recipe):
     def __init__(self, generator: nn.Module, discriminator: nn.Module, loss: AdversarialLoss,
                  optimizers: Mapping[str, torch.optim.Optimizer],
                  schedulers: Mapping[str, torch.optim.lr_scheduler.LRScheduler],
-                 latent_dim: int, n_critic: int = 1) -> None:
+                 latent_dim: int, n_critic: int = 1, regularizers: Sequence[Regularizer] = ()) -> None:
         super().__init__({"generator": generator, "discriminator": discriminator}, optimizers, schedulers)
-        if n_critic < 1:
-            raise UserError(f"trainer.n_critic must be at least 1, got {n_critic}")
+        if not isinstance(n_critic, int) or n_critic < 1:
+            raise UserError(f"trainer.n_critic must be an integer of at least 1, got {n_critic!r}")
         self.generator = generator
         self.discriminator = discriminator
         self.loss = loss
         self.latent_dim = int(latent_dim)
-        self.n_critic = int(n_critic)
+        self.n_critic = n_critic
+        self.regularizers = list(regularizers)
+        for problem in combination_problems(loss, self.regularizers, discriminator):
+            log.warning(problem)
 
     @classmethod
     def from_config(cls, cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> "GANRecipe":
@@ -49,7 +56,9 @@ class GANRecipe(Recipe):
             "discriminator": build_optimizer(cfg.optim, "discriminator", discriminator.parameters()),
         }
         schedulers = {name: build_schedule(cfg.optim, opt, cfg.trainer.max_steps) for name, opt in optimizers.items()}
-        return cls(generator, discriminator, loss, optimizers, schedulers, model.latent_dim, cfg.trainer.n_critic)
+        regularizers = [REGULARIZERS.build(name, options) for name, options in (cfg.get("regularizers") or {}).items()]
+        return cls(generator, discriminator, loss, optimizers, schedulers, model.latent_dim, cfg.trainer.n_critic,
+                   regularizers)
 
     def noise(self, n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, device=device, generator=generator)
@@ -59,18 +68,28 @@ class GANRecipe(Recipe):
             fake = self.generator(self.noise(real.shape[0], real.device))
         real_scores = self.discriminator(real)
         fake_scores = self.discriminator(fake)
-        loss = self.loss.discriminator_loss(real_scores, fake_scores)
+        adversarial = self.loss.discriminator_loss(real_scores, fake_scores)
+        scalars = {"loss/d": adversarial.detach(), **self.loss.describe_scores(real_scores, fake_scores)}
+        total = adversarial
+        for regularizer in self.regularizers:
+            added = regularizer.penalty(self.discriminator, real, fake)
+            if added is not None:
+                total = total + added[0]
+                scalars.update(added[1])
         optimizer = self.optimizers["discriminator"]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
+        scalars["critic/param_grad_norm"] = parameter_grad_norm(self.discriminator)
         optimizer.step()
-        return {"loss/d": loss.detach(), **self.loss.describe_scores(real_scores, fake_scores)}
+        for regularizer in self.regularizers:
+            regularizer.after_step(self.discriminator)
+        return scalars
 
     def generator_step(self, batch_size: int, real: torch.Tensor) -> dict[str, torch.Tensor]:
         requires_grad(self.discriminator, False)
         fake_scores = self.discriminator(self.generator(self.noise(batch_size, real.device)))
         real_scores = None
-        if getattr(self.loss, "needs_real_scores_for_generator", False):
+        if self.loss.needs_real_scores_for_generator:
             with torch.no_grad():
                 real_scores = self.discriminator(real)
         loss = self.loss.generator_loss(fake_scores, real_scores)
@@ -106,5 +125,29 @@ class GANRecipe(Recipe):
         samples = self._generate(inputs["noise"])
         return Preview(samples, nrow=preview_rows(len(samples)), reference=inputs.get("reference"))
 
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator, **conditions: object) -> torch.Tensor:
+        if conditions.get("label") is not None:
+            raise UserError("this model is unconditional: class= applies only to conditional models")
         return self._generate(torch.randn(n, self.latent_dim, generator=generator))
+
+
+def parameter_grad_norm(net: nn.Module) -> torch.Tensor:
+    """The L2 norm of all parameter gradients together (a cheap stability signal for the critic)."""
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+
+
+def combination_problems(loss: AdversarialLoss, regularizers: Sequence[Regularizer],
+                         discriminator: nn.Module) -> list[str]:
+    """Combinations known not to work: trained anyway, but the user is told why it may fail."""
+    problems = []
+    if getattr(loss, "needs_lipschitz", False) and not any(r.enforces_lipschitz for r in regularizers):
+        problems.append(f"loss '{type(loss).__name__}' needs a Lipschitz critic but no regularizer enforces one; "
+                        "add +regularizers.gradient_penalty.weight=10 or +regularizers.weight_clip.clip_value=0.01")
+    has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules())
+    per_sample = [type(r).__name__ for r in regularizers if r.needs_per_sample_gradients]
+    if has_batchnorm and per_sample:
+        problems.append(f"{', '.join(per_sample)} on a discriminator with BatchNorm: BatchNorm mixes the samples "
+                        "of a batch, so per-sample input gradients are not what the penalty assumes; use "
+                        "model.discriminator.norm=layer (or none, instance)")
+    return problems

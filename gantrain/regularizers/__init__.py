@@ -1,0 +1,1 @@
+"""Discriminator (critic) regularisers, composable with any loss; registered in ``REGULARIZERS``."""

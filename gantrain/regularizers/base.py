@@ -1,0 +1,39 @@
+"""The contract of a critic regulariser, and the per-sample input-gradient norm they share."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Regularizer:
+    """Acts on the discriminator step: adds a penalty to its loss and/or constrains it after the update.
+
+    ``enforces_lipschitz`` tells the recipe whether a Wasserstein critic is constrained;
+    ``needs_per_sample_gradients`` whether BatchNorm (which mixes samples) breaks it.
+    """
+
+    enforces_lipschitz: bool = False
+    needs_per_sample_gradients: bool = False
+
+    def penalty(self, discriminator: nn.Module, real: torch.Tensor,
+                fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+        """(term added to the discriminator loss, scalars to log), or None when it adds no term."""
+        return None
+
+    @torch.no_grad()
+    def after_step(self, discriminator: nn.Module) -> None:
+        """Called after each discriminator optimizer step (weight clipping lives here)."""
+
+
+def input_gradient_norms(discriminator: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """‖∇ₓ D(x)‖₂ for each sample, over all non-batch dimensions; differentiable (for penalties).
+
+    Summing the scores before differentiating is exact because each score depends only on its
+    own sample (no BatchNorm). The gradient is of the scores themselves, never of a scaled loss,
+    so it stays correct under mixed precision with a GradScaler.
+    """
+    inputs = inputs.detach().requires_grad_(True)
+    scores = discriminator(inputs)
+    (gradients,) = torch.autograd.grad(scores.sum(), inputs, create_graph=True)
+    return gradients.flatten(1).norm(2, dim=1)

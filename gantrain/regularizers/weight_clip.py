@@ -1,0 +1,27 @@
+"""WGAN's weight clipping (Arjovsky et al. 2017)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gantrain.errors import UserError
+from gantrain.regularizers.base import Regularizer
+from gantrain.registry import REGULARIZERS
+
+
+@REGULARIZERS.register("weight_clip")
+class WeightClip(Regularizer):
+    """After every critic update, clamp each critic parameter to [−c, c]: a crude Lipschitz bound."""
+
+    enforces_lipschitz = True
+
+    def __init__(self, clip_value: float = 0.01) -> None:
+        if float(clip_value) <= 0:
+            raise UserError(f"regularizers.weight_clip.clip_value must be positive, got {clip_value}")
+        self.clip_value = float(clip_value)
+
+    @torch.no_grad()
+    def after_step(self, discriminator: nn.Module) -> None:
+        for param in discriminator.parameters():
+            param.clamp_(-self.clip_value, self.clip_value)
