@@ -63,16 +63,38 @@ class GANRecipe(Recipe):
     def noise(self, n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, device=device, generator=generator)
 
-    def discriminator_step(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    # --- hooks a conditional subclass overrides (gantrain/recipes/cgan.py) ---------------------------
+
+    def generate(self, noise: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """G's forward; ``batch`` is the real batch of this step (its labels condition a cGAN)."""
+        return self.generator(noise)
+
+    def discriminate(self, samples: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(adversarial scores, auxiliary output or None); a discriminator may return both as a tuple."""
+        output = self.discriminator(samples)
+        return output if isinstance(output, tuple) else (output, None)
+
+    def auxiliary_terms(self, network: str, real_aux: torch.Tensor | None, fake_aux: torch.Tensor | None,
+                        batch: Batch) -> dict[str, torch.Tensor]:
+        """Extra loss terms for ``network`` from the auxiliary outputs (ACGAN's classifier); none here."""
+        return {}
+
+    # --- the two updates ------------------------------------------------------------------------------
+
+    def discriminator_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        real = batch["real"]
         with torch.no_grad():
-            fake = self.generator(self.noise(real.shape[0], real.device))
-        real_scores = self.discriminator(real)
-        fake_scores = self.discriminator(fake)
+            fake = self.generate(self.noise(real.shape[0], real.device), batch)
+        real_scores, real_aux = self.discriminate(real, batch)
+        fake_scores, fake_aux = self.discriminate(fake, batch)
         adversarial = self.loss.discriminator_loss(real_scores, fake_scores)
         scalars = {"loss/d": adversarial.detach(), **self.loss.describe_scores(real_scores, fake_scores)}
         total = adversarial
+        for name, term in self.auxiliary_terms("discriminator", real_aux, fake_aux, batch).items():
+            total = total + term
+            scalars[name] = term.detach()
         for regularizer in self.regularizers:
-            added = regularizer.penalty(self.discriminator, real, fake)
+            added = regularizer.penalty(lambda x: self.discriminate(x, batch)[0], real, fake)
             if added is not None:
                 total = total + added[0]
                 scalars.update(added[1])
@@ -85,26 +107,32 @@ class GANRecipe(Recipe):
             regularizer.after_step(self.discriminator)
         return scalars
 
-    def generator_step(self, batch_size: int, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    def generator_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        real = batch["real"]
         requires_grad(self.discriminator, False)
-        fake_scores = self.discriminator(self.generator(self.noise(batch_size, real.device)))
+        fake_scores, fake_aux = self.discriminate(self.generate(self.noise(real.shape[0], real.device), batch), batch)
         real_scores = None
         if self.loss.needs_real_scores_for_generator:
             with torch.no_grad():
-                real_scores = self.discriminator(real)
-        loss = self.loss.generator_loss(fake_scores, real_scores)
+                real_scores = self.discriminate(real, batch)[0]
+        adversarial = self.loss.generator_loss(fake_scores, real_scores)
+        scalars = {"loss/g": adversarial.detach()}
+        total = adversarial
+        for name, term in self.auxiliary_terms("generator", None, fake_aux, batch).items():
+            total = total + term
+            scalars[name] = term.detach()
         optimizer = self.optimizers["generator"]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         optimizer.step()
         requires_grad(self.discriminator, True)
-        return {"loss/g": loss.detach()}
+        return scalars
 
     def train_step(self, next_batch: NextBatch) -> dict[str, torch.Tensor]:
         for _ in range(self.n_critic):
-            real = next_batch()["real"]
-            scalars = self.discriminator_step(real)
-        scalars.update(self.generator_step(real.shape[0], real))
+            batch = next_batch()
+            scalars = self.discriminator_step(batch)
+        scalars.update(self.generator_step(batch))
         return scalars
 
     def preview_inputs(self, reference: Batch, generator: torch.Generator) -> dict[str, torch.Tensor]:

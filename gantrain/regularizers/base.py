@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+
+#: The critic as a function of its input alone: scores for a batch (a cGAN binds its labels in).
+Critic = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Regularizer:
@@ -16,7 +21,7 @@ class Regularizer:
     enforces_lipschitz: bool = False
     needs_per_sample_gradients: bool = False
 
-    def penalty(self, discriminator: nn.Module, real: torch.Tensor,
+    def penalty(self, critic: Critic, real: torch.Tensor,
                 fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
         """(term added to the discriminator loss, scalars to log), or None when it adds no term."""
         return None
@@ -26,7 +31,7 @@ class Regularizer:
         """Called after each discriminator optimizer step (weight clipping lives here)."""
 
 
-def input_gradient_norms(discriminator: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+def input_gradient_norms(critic: Critic, inputs: torch.Tensor) -> torch.Tensor:
     """‖∇ₓ D(x)‖₂ for each sample, over all non-batch dimensions; differentiable (for penalties).
 
     Summing the scores before differentiating is exact because each score depends only on its
@@ -34,6 +39,6 @@ def input_gradient_norms(discriminator: nn.Module, inputs: torch.Tensor) -> torc
     so it stays correct under mixed precision with a GradScaler.
     """
     inputs = inputs.detach().requires_grad_(True)
-    scores = discriminator(inputs)
+    scores = critic(inputs)
     (gradients,) = torch.autograd.grad(scores.sum(), inputs, create_graph=True)
     return gradients.flatten(1).norm(2, dim=1)

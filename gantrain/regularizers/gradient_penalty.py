@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from gantrain.regularizers.base import Regularizer, input_gradient_norms
+from gantrain.regularizers.base import Critic, Regularizer, input_gradient_norms
 from gantrain.registry import REGULARIZERS
 
 
@@ -25,11 +24,11 @@ class GradientPenalty(Regularizer):
         self.target = float(target)
         self.one_sided = bool(one_sided)
 
-    def penalty(self, discriminator: nn.Module, real: torch.Tensor,
+    def penalty(self, critic: Critic, real: torch.Tensor,
                 fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         mix = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
         interpolates = mix * real.detach() + (1 - mix) * fake.detach()
-        norms = input_gradient_norms(discriminator, interpolates)
+        norms = input_gradient_norms(critic, interpolates)
         excess = norms - self.target
         if self.one_sided:
             excess = excess.clamp_min(0)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from gantrain.regularizers.base import Regularizer, input_gradient_norms
+from gantrain.regularizers.base import Critic, Regularizer, input_gradient_norms
 from gantrain.registry import REGULARIZERS
 
 
@@ -18,8 +17,8 @@ class R1Penalty(Regularizer):
     def __init__(self, gamma: float = 10.0) -> None:
         self.gamma = float(gamma)
 
-    def penalty(self, discriminator: nn.Module, real: torch.Tensor,
+    def penalty(self, critic: Critic, real: torch.Tensor,
                 fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        norms = input_gradient_norms(discriminator, real)
+        norms = input_gradient_norms(critic, real)
         term = 0.5 * self.gamma * norms.square().mean()
         return term, {"penalty/r1": term.detach(), "critic/real_grad_norm": norms.detach().mean()}
