@@ -12,22 +12,13 @@ from typing import Union
 import torch
 
 from gantrain.errors import UserError
+from gantrain.options import as_float
 from gantrain.registry import unknown_choice
 
 #: Per-sample loss weights: a float, or a tensor broadcastable to the scores (batch first).
 Weights = Union[torch.Tensor, float, None]
 
 REDUCTIONS = ("mean", "sum", "sum_by_nonzero_weights")
-
-
-def as_float(option: str, value: object) -> float:
-    """Config values arrive as strings or ints too; turn a bad one into a one-line user error."""
-    if isinstance(value, bool):
-        raise UserError(f"loss option '{option}' must be a number, got {value!r}")
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise UserError(f"loss option '{option}' must be a number, got {value!r}") from None
 
 
 class AdversarialLoss:

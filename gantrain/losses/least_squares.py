@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from gantrain.losses.base import AdversarialLoss, Weights, as_float
+from gantrain.losses.base import AdversarialLoss, Weights
+from gantrain.options import as_float
 from gantrain.registry import LOSSES
 
 

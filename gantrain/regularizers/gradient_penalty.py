@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from gantrain.options import as_float
 from gantrain.regularizers.base import Critic, Regularizer, input_gradient_norms
 from gantrain.registry import REGULARIZERS
 
@@ -20,8 +21,8 @@ class GradientPenalty(Regularizer):
     needs_per_sample_gradients = True
 
     def __init__(self, weight: float = 10.0, target: float = 1.0, one_sided: bool = False) -> None:
-        self.weight = float(weight)
-        self.target = float(target)
+        self.weight = as_float("regularizers.gradient_penalty.weight", weight, minimum=0.0)
+        self.target = as_float("regularizers.gradient_penalty.target", target, minimum=0.0)
         self.one_sided = bool(one_sided)
 
     def penalty(self, critic: Critic, real: torch.Tensor,

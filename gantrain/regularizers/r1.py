@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from gantrain.options import as_float
 from gantrain.regularizers.base import Critic, Regularizer, input_gradient_norms
 from gantrain.registry import REGULARIZERS
 
@@ -15,7 +16,7 @@ class R1Penalty(Regularizer):
     needs_per_sample_gradients = True
 
     def __init__(self, gamma: float = 10.0) -> None:
-        self.gamma = float(gamma)
+        self.gamma = as_float("regularizers.r1.gamma", gamma, minimum=0.0)
 
     def penalty(self, critic: Critic, real: torch.Tensor,
                 fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gantrain.errors import UserError
+from gantrain.options import as_float
 from gantrain.regularizers.base import Regularizer
 from gantrain.registry import REGULARIZERS
 
@@ -17,9 +17,8 @@ class WeightClip(Regularizer):
     enforces_lipschitz = True
 
     def __init__(self, clip_value: float = 0.01) -> None:
-        if float(clip_value) <= 0:
-            raise UserError(f"regularizers.weight_clip.clip_value must be positive, got {clip_value}")
-        self.clip_value = float(clip_value)
+        self.clip_value = as_float("regularizers.weight_clip.clip_value", clip_value, minimum=0.0,
+                                   strictly_above=True)
 
     @torch.no_grad()
     def after_step(self, discriminator: nn.Module) -> None:
