@@ -1,7 +1,8 @@
 """The ``gantrain`` command: Hydra composes the config, a task (train, sample) runs it.
 
-Errors the user can fix are printed as one line with exit status 2; ``debug=true``
-or ``HYDRA_FULL_ERROR=1`` shows the traceback instead.
+Errors the user can fix are printed as one line with exit status 2 (3 for a run
+that diverged, 130 for Ctrl-C before training starts); ``debug=true`` or
+``HYDRA_FULL_ERROR=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -113,19 +114,47 @@ def one_line(error: BaseException) -> str:
     return text.replace("HYDRA_FULL_ERROR=1", "debug=true")
 
 
-def _is_user_error(error: BaseException) -> bool:
+def exit_status(error: BaseException) -> int | None:
+    """2 for bad input; an error's own ``exit_status`` (a diverged run: 3); None for a bug."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    return isinstance(error, (UserError, HydraException, OmegaConfBaseException))
+    if isinstance(error, (UserError, HydraException, OmegaConfBaseException)):
+        return 2
+    status = getattr(error, "exit_status", None)
+    return status if isinstance(status, int) else None
 
 
 def report_user_error(error: BaseException, debug: bool) -> None:
-    """Print a user error as one line and exit 2; return (to re-raise) for bugs or in debug mode."""
-    if debug or not _is_user_error(error):
+    """Print a user error as one line and exit with its status; return (to re-raise) for bugs or in debug mode."""
+    status = exit_status(error)
+    if debug or status is None:
         return
     print(f"gantrain: error: {one_line(error)}", file=sys.stderr)
-    raise SystemExit(2) from None
+    raise SystemExit(status) from None
+
+
+def _raised_by_task(error: BaseException) -> bool:
+    traceback = error.__traceback__
+    while traceback is not None:
+        if traceback.tb_frame.f_code is run_task.__code__:
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
+def output_folder_error(error: BaseException) -> UserError | None:
+    """Hydra makes the run folder, ``.hydra/`` and its log file before any task runs; if it cannot, say so in one line.
+
+    An OSError that did not come out of ``run_task`` is one of those writes (for the log file, logging
+    wraps it in a ValueError).
+    """
+    cause = error.__cause__ if isinstance(error, ValueError) else error
+    if not isinstance(cause, OSError) or _raised_by_task(error):
+        return None
+    where = f" '{cause.filename}'" if cause.filename else ""
+    return UserError(f"cannot write the output folder{where}: {cause.strerror or cause}; "
+                     "choose a writable one with hydra.run.dir=PATH (hydra.sweep.dir=PATH with -m)")
 
 
 _SHOW_TRACEBACKS = False  # set by main() from debug=true / HYDRA_FULL_ERROR=1
@@ -155,6 +184,11 @@ def main(argv: list[str] | None = None) -> Any:
         os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach this function; it decides what to show
         sys.argv = ["gantrain", *args]
         return _hydra_app()
+    except KeyboardInterrupt:  # Ctrl-C before training (the loop handles its own): nothing to save yet
+        if debug:
+            raise
+        print("gantrain: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
     except Exception as error:  # noqa: BLE001 - only user errors are shortened, the rest re-raised
-        report_user_error(error, debug)
+        report_user_error(output_folder_error(error) or error, debug)
         raise

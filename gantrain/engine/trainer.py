@@ -3,6 +3,11 @@
 It knows that a recipe has networks, optimizers, a ``train_step`` and something
 to preview; it owns the data position, the budget, logging, grids, checkpoints,
 resume and signals. Nothing here names a GAN.
+
+How a run ends: the budget runs out (exit 0); SIGINT/SIGTERM (checkpoint, then
+130/143); a non-finite loss or weight under ``on_nonfinite=stop`` (no checkpoint of
+the broken state, ``TrainingDiverged``: 3); a checkpoint that cannot be written
+(``UserError``: 2). In every case the newest checkpoint on disk is whole.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +28,25 @@ from torch.utils.data import Dataset, default_collate
 from gantrain import __version__
 from gantrain.data.source import DataSource, DataSpec
 from gantrain.data.stream import BatchStream
-from gantrain.engine.checkpoint import CheckpointWriter, resolve_checkpoint
+from gantrain.engine.checkpoint import LAST, CheckpointNotWritten, CheckpointWriter, resolve_checkpoint
 from gantrain.engine.device import resolve_device
 from gantrain.engine.rng import rng_state, seed_everything, set_rng_state
 from gantrain.engine.run_log import RunLog, to_floats
 from gantrain.errors import UserError
-from gantrain.recipes.base import Batch, Recipe
-from gantrain.registry import DATASETS, RECIPES
+from gantrain.recipes.base import NONFINITE_POLICIES, Batch, NonFiniteUpdate, Recipe
+from gantrain.registry import DATASETS, RECIPES, unknown_choice
 
 DATA_LOOP_KEYS = ("name", "num_workers")  # data-group keys read by the loop, not passed to the dataset builder
+POSITIVE_INTEGERS = ("batch_size", "n_critic", "log_every", "sample_every", "checkpoint_every", "n_samples")
+
+
+class TrainingDiverged(Exception):
+    """A loss, gradient or weight became NaN/Inf: the CLI prints this as one line and exits with ``exit_status``.
+
+    Not a ``UserError`` (status 2, bad input): the input was valid, the training itself went wrong.
+    """
+
+    exit_status = 3
 
 
 def build_data(data_cfg: DictConfig) -> DataSource:
@@ -160,19 +176,26 @@ class Trainer:
         self.run_dir = run_dir
         self.overrides = list(overrides or [])
         trainer = cfg.trainer
-        for key in ("batch_size", "log_every", "sample_every", "checkpoint_every", "n_samples"):
-            if not isinstance(trainer[key], int) or trainer[key] < 1:
+        for key in POSITIVE_INTEGERS:
+            if not isinstance(trainer[key], int) or isinstance(trainer[key], bool) or trainer[key] < 1:
                 raise UserError(f"trainer.{key} must be a positive integer, got {trainer[key]!r}")
+        self.nonfinite_policy = trainer.get("on_nonfinite", "stop")
+        if self.nonfinite_policy not in NONFINITE_POLICIES:
+            raise UserError(unknown_choice("trainer.on_nonfinite", self.nonfinite_policy, list(NONFINITE_POLICIES)))
         self.budget = Budget.from_config(trainer)
+        self.checkpoints = CheckpointWriter(run_dir / "checkpoints", trainer.keep_last)
+        self.checkpoints.prepare()  # before any data or model is built: an unwritable folder fails at once
         self.device = resolve_device(cfg.device.name)
         seed_everything(trainer.seed)
         self.source = build_data(cfg.data)
         self.recipe = build_recipe(cfg, self.source.spec, self.device)
+        self.recipe.nonfinite_policy = self.nonfinite_policy
         self.stream = BatchStream(self.source.dataset, trainer.batch_size, trainer.seed, self.device,
                                   num_workers=cfg.data.get("num_workers", 0))
-        self.checkpoints = CheckpointWriter(run_dir / "checkpoints", trainer.keep_last)
         self.step = 0
         self.elapsed_before = 0.0  # seconds trained by earlier invocations of this run
+        self.newest_checkpoint: tuple[Path, int] | None = None  # (path, step) of the newest whole checkpoint
+        self._skip_reported = False  # the first skipped update gets a console line, later ones only a count
         if cfg.get("resume"):
             self._restore(cfg.resume)
         else:
@@ -189,7 +212,9 @@ class Trainer:
         self.preview_inputs = saved["preview"]
         self.step = int(saved["step"])
         self.elapsed_before = float(saved["elapsed"])
+        self.recipe.skipped_updates.update(saved.get("skipped_updates", {}))
         self.resumed_from = path
+        self.newest_checkpoint = (path, self.step)
 
     def epochs_done(self) -> float:
         return self.stream.epoch + self.stream.batches_taken / self.stream.batches_per_epoch
@@ -207,17 +232,47 @@ class Trainer:
             "data": self.stream.state_dict(),
             "rng": rng_state(),
             "preview": self.preview_inputs,
+            "skipped_updates": dict(self.recipe.skipped_updates),
         }
 
     def fit(self) -> dict[str, float]:
         """Train until the budget or a signal stops the run; returns the last logged scalars."""
+        with StopSignals() as signals:
+            try:
+                values = self._train(signals)
+            except KeyboardInterrupt:  # a second Ctrl-C: no more checkpoints, the ones on disk are whole
+                print(f"gantrain: stopped at once (Ctrl-C) after step {self.step}; {self.kept_checkpoint()}",
+                      file=sys.stderr)
+                raise SystemExit(128 + signal.SIGINT) from None
+            except NonFiniteUpdate as failure:  # raised before the optimizer step: nothing broken was saved
+                advice = "lower the learning rate, or skip such updates with trainer.on_nonfinite=skip"
+                raise self._diverged(f"{failure.culprit} at step {self.step + 1} ({failure.network})", advice) from None
+            except CheckpointNotWritten as failure:
+                raise UserError(f"{failure}; {self.kept_checkpoint()}") from None
+        if signals.received is not None:
+            print(f"{signal.Signals(signals.received).name}: stopped at step {self.step}, checkpoint saved. "
+                  f"Resume with:\n  gantrain resume={self.run_dir}", file=sys.stderr)
+            raise SystemExit(128 + signals.received)
+        return values
+
+    def _diverged(self, what: str, advice: str) -> TrainingDiverged:
+        return TrainingDiverged(f"non-finite {what}; {self.kept_checkpoint()}; {advice}")
+
+    def kept_checkpoint(self) -> str:
+        """Where the run can continue from, for the message of a run that stops early."""
+        if self.newest_checkpoint is None:
+            return "no checkpoint was written before this"
+        path, step = self.newest_checkpoint
+        return f"previous checkpoint kept at {path} (step {step}), resume with: gantrain resume={self.run_dir}"
+
+    def _train(self, signals: StopSignals) -> dict[str, float]:
         trainer = self.cfg.trainer
         steps_per_epoch = self.stream.batches_per_epoch / trainer.n_critic
         total = self.budget.total_steps(steps_per_epoch)
         values: dict[str, float] = {}
         started = time.monotonic()
         elapsed = lambda: self.elapsed_before + time.monotonic() - started  # noqa: E731
-        with StopSignals() as signals, RunLog(self.run_dir, total, self.step, trainer.progress) as log:
+        with RunLog(self.run_dir, total, self.step, trainer.progress) as log:
             if getattr(self, "resumed_from", None):
                 log.note(f"resumed from {self.resumed_from} at step {self.step}")
             last_preview = last_checkpoint = None
@@ -225,23 +280,45 @@ class Trainer:
                 scalars = self.recipe.train_step(self.stream.next)
                 self.recipe.end_step()
                 self.step += 1
+                self._report_skipped_update(log)
                 if self.step % trainer.log_every == 0 or self.step == 1:
-                    values = {**to_floats(scalars), **self.recipe.learning_rates(), "epoch": self.epochs_done()}
+                    values = {**to_floats(scalars), **self.recipe.learning_rates(), **self._skip_counts(),
+                              "epoch": self.epochs_done()}
                     log.scalars(self.step, values)
                 log.advance(self.step, values)
                 if self.step % trainer.sample_every == 0:
                     log.preview(self.step, self.recipe.preview(self.preview_inputs))
                     last_preview = self.step
                 if self.step % trainer.checkpoint_every == 0:
-                    self.checkpoints.save(self.payload(elapsed()), periodic=True)
+                    self.save_checkpoint(elapsed(), periodic=True)
                     last_checkpoint = self.step
             if last_preview != self.step:
                 log.preview(self.step, self.recipe.preview(self.preview_inputs))
             if last_checkpoint != self.step:
-                self.checkpoints.save(self.payload(elapsed()), periodic=False)
-        if signals.received is not None:
-            name = signal.Signals(signals.received).name
-            log.note(f"{name}: stopped at step {self.step}, checkpoint saved. Resume with:\n"
-                     f"  gantrain resume={self.run_dir}")
-            raise SystemExit(128 + signals.received)
+                self.save_checkpoint(elapsed(), periodic=False)
+            skipped = sum(self.recipe.skipped_updates.values())
+            if skipped:
+                log.note(f"{skipped} updates were skipped for non-finite values (TensorBoard: nonfinite/skipped)")
         return values
+
+    def save_checkpoint(self, elapsed: float, periodic: bool) -> None:
+        """Write a checkpoint, unless a weight has become NaN/Inf: a broken state never replaces a good one."""
+        broken = self.recipe.nonfinite_networks()
+        if broken:
+            raise self._diverged(f"weights at step {self.step} ({broken[0]})", "lower the learning rate")
+        self.checkpoints.save(self.payload(elapsed), periodic=periodic)
+        self.newest_checkpoint = (self.checkpoints.folder / LAST, self.step)
+
+    def _skip_counts(self) -> dict[str, float]:
+        """``nonfinite/skipped`` (all networks) under the skip policy; nothing to log under stop."""
+        if self.nonfinite_policy != "skip":
+            return {}
+        return {"nonfinite/skipped": float(sum(self.recipe.skipped_updates.values()))}
+
+    def _report_skipped_update(self, log: RunLog) -> None:
+        """The first skipped update of a run gets a line on the console; later ones are only counted."""
+        failure, self.recipe.last_nonfinite = self.recipe.last_nonfinite, None
+        if failure is not None and not self._skip_reported:
+            self._skip_reported = True
+            log.note(f"warning: non-finite {failure.culprit} at step {self.step} ({failure.network}): update "
+                     "skipped (trainer.on_nonfinite=skip); further skips are counted in nonfinite/skipped")

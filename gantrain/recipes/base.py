@@ -11,11 +11,14 @@ What a new family implements:
   ``preview``         what to show for those inputs (images or points)
   ``sample``          n outputs for ``task=sample``
 and, when it has state beyond networks/optimizers/schedulers (an image pool, a
-growth stage), ``extra_state``/``load_extra_state``.
+growth stage), ``extra_state``/``load_extra_state``. Every optimizer update goes
+through ``apply_update``, so a NaN/Inf loss or gradient is caught the same way in
+every family (``trainer.on_nonfinite``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +33,18 @@ from gantrain.registry import NETWORKS
 
 Batch = dict[str, torch.Tensor]
 NextBatch = Callable[[], Batch]
+
+#: What ``apply_update`` does with a non-finite loss or gradient: raise ``NonFiniteUpdate``, or skip that update.
+NONFINITE_POLICIES = ("stop", "skip")
+
+
+class NonFiniteUpdate(Exception):
+    """A loss term or gradient of ``network`` was NaN or infinite; ``culprit`` names which (e.g. ``loss/d``)."""
+
+    def __init__(self, network: str, culprit: str) -> None:
+        super().__init__(f"non-finite {culprit} ({network})")
+        self.network = network
+        self.culprit = culprit
 
 
 @dataclass
@@ -50,6 +65,9 @@ class Recipe:
         self.networks = dict(networks)
         self.optimizers = dict(optimizers)
         self.schedulers = dict(schedulers)
+        self.nonfinite_policy = "stop"  # set by the loop from trainer.on_nonfinite
+        self.skipped_updates = {name: 0 for name in self.optimizers}  # per optimizer, under the "skip" policy
+        self.last_nonfinite: NonFiniteUpdate | None = None  # the most recent skipped update, for the loop to report
 
     @classmethod
     def from_config(cls, cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> "Recipe":
@@ -111,9 +129,64 @@ class Recipe:
             for name, part in parts.items():
                 part.load_state_dict(state[kind][name])
 
+    def apply_update(self, network: str, total: torch.Tensor, terms: Mapping[str, torch.Tensor]) -> bool:
+        """Back-propagate ``total`` and step ``network``'s optimizer, unless the loss or a gradient is not finite.
+
+        One device sync per update: the loss and every gradient's largest magnitude are checked together
+        (the max-norm cannot overflow, so only a real NaN/Inf trips it). Only after a failure are ``terms``
+        (the named parts of ``total``) and the parameters looked at one by one, to name the culprit.
+        Under the "stop" policy that raises ``NonFiniteUpdate`` before the step, so the weights stay as
+        they were; under "skip" the gradients are dropped, the update is counted, and False is returned.
+        """
+        optimizer = self.optimizers[network]
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if all_finite([total, *gradients]):
+            optimizer.step()
+            return True
+        failure = NonFiniteUpdate(network, self._nonfinite_culprit(network, total, terms))
+        if self.nonfinite_policy != "skip":
+            raise failure
+        optimizer.zero_grad(set_to_none=True)
+        self.skipped_updates[network] = self.skipped_updates.get(network, 0) + 1
+        self.last_nonfinite = failure
+        return False
+
+    def _nonfinite_culprit(self, network: str, total: torch.Tensor, terms: Mapping[str, torch.Tensor]) -> str:
+        """The first non-finite named term, else the loss itself, else the first parameter with a bad gradient."""
+        for name, value in terms.items():
+            if torch.is_tensor(value) and not bool(torch.isfinite(value).all()):
+                return name
+        if not bool(torch.isfinite(total).all()):
+            return "loss"
+        owner = self.networks.get(network)
+        named = owner.named_parameters() if owner is not None else ()
+        for name, param in named:
+            if param.grad is not None and not bool(torch.isfinite(param.grad).all()):
+                return f"gradient of {name}"
+        return "gradient"
+
+    def nonfinite_networks(self) -> list[str]:
+        """Networks with a NaN/Inf weight: checked before a checkpoint is written, so none is saved broken."""
+        return [name for name, net in self.networks.items() if not all_finite(list(net.parameters()))]
+
     def set_mode(self, training: bool) -> None:
         for net in self.networks.values():
             net.train(training)
+
+
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every element of every tensor is finite, with one device sync.
+
+    Compares each tensor's largest magnitude: unlike a sum or an L2 norm it cannot overflow, so only a
+    real NaN/Inf makes this False.
+    """
+    tensors = [t.detach().reshape(-1) for t in tensors]
+    if not tensors:
+        return True
+    largest = torch._foreach_norm(tensors, math.inf)
+    return bool(torch.isfinite(torch.stack([m.float() for m in largest])).all())
 
 
 def build_network(node: Mapping[str, Any], device: torch.device, **context: Any) -> nn.Module:

@@ -56,7 +56,8 @@ class GANRecipe(Recipe):
             "discriminator": build_optimizer(cfg.optim, "discriminator", discriminator.parameters()),
         }
         schedulers = {name: build_schedule(cfg.optim, opt, cfg.trainer.max_steps) for name, opt in optimizers.items()}
-        regularizers = [REGULARIZERS.build(name, options) for name, options in (cfg.get("regularizers") or {}).items()]
+        regularizers = [REGULARIZERS.build(name, options)  # a null entry (regularizers.r1=null) turns one off
+                        for name, options in (cfg.get("regularizers") or {}).items() if options is not None]
         return cls(generator, discriminator, loss, optimizers, schedulers, model.latent_dim, cfg.trainer.n_critic,
                    regularizers)
 
@@ -98,11 +99,8 @@ class GANRecipe(Recipe):
             if added is not None:
                 total = total + added[0]
                 scalars.update(added[1])
-        optimizer = self.optimizers["discriminator"]
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        self.apply_update("discriminator", total, scalars)
         scalars["critic/param_grad_norm"] = parameter_grad_norm(self.discriminator)
-        optimizer.step()
         for regularizer in self.regularizers:
             regularizer.after_step(self.discriminator)
         return scalars
@@ -121,10 +119,7 @@ class GANRecipe(Recipe):
         for name, term in self.auxiliary_terms("generator", None, fake_aux, batch).items():
             total = total + term
             scalars[name] = term.detach()
-        optimizer = self.optimizers["generator"]
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
+        self.apply_update("generator", total, scalars)
         requires_grad(self.discriminator, True)
         return scalars
 
