@@ -1,4 +1,4 @@
-"""The ``gantrain`` command: Hydra composes the config, a task (train, sample) runs it.
+"""The ``gantrain`` command: Hydra composes the config, a task (train, sample, eval) runs it.
 
 Errors the user can fix are printed as one line with exit status 2 (3 for a run
 that diverged, 130 for Ctrl-C before training starts); ``debug=true`` or
@@ -53,7 +53,13 @@ def sample_task(cfg: DictConfig) -> Path:
     return sample(cfg)
 
 
-TASKS: dict[str, Callable[[DictConfig], Any]] = {"train": train_task, "sample": sample_task}
+def eval_task(cfg: DictConfig) -> Path:
+    from gantrain.engine.evaluation import evaluate_checkpoint
+
+    return evaluate_checkpoint(cfg)
+
+
+TASKS: dict[str, Callable[[DictConfig], Any]] = {"train": train_task, "sample": sample_task, "eval": eval_task}
 
 
 def run_task(cfg: DictConfig) -> Any:
@@ -97,8 +103,8 @@ def resume_arguments(args: list[str]) -> list[str]:
 
 
 def sample_arguments(args: list[str]) -> list[str]:
-    """Sampling writes only what ``out`` names: no run folder, no log file."""
-    if "task=sample" not in args:
+    """Sampling and evaluating write only what ``out`` names (eval: JSON beside the checkpoint): no run folder, no log file."""
+    if "task=sample" not in args and "task=eval" not in args:
         return args
     return args + ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled",
                    "hydra/hydra_logging=disabled"]

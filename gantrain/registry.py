@@ -106,9 +106,10 @@ OPTIMIZERS = Registry("optimizer")
 SCHEDULES = Registry("lr schedule")
 RECIPES = Registry("recipe")
 REGULARIZERS = Registry("regularizer")
+METRICS = Registry("metric")
 
 
 def load_builtin_parts() -> None:
     """Register everything gantrain ships (idempotent)."""
-    for package in ("nets", "losses", "regularizers", "data", "optim", "recipes"):
+    for package in ("nets", "losses", "regularizers", "data", "optim", "recipes", "metrics"):
         import_submodules(f"gantrain.{package}")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = ["device=cpu"]  # every CLI test runs on the CPU (not a terminal, so progress comes as log lines)
@@ -33,6 +34,15 @@ def write_mnist(root: Path, folder: str = "MNIST", n_train: int = 256, n_test: i
         write_idx(root / folder / "raw" / f"{prefix}-images-idx3-ubyte", images)
         write_idx(root / folder / "raw" / f"{prefix}-labels-idx1-ubyte", labels)
     return root
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny networks: on a small CPU, thread hand-offs cost more than the maths (use with pytest.mark.usefixtures)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

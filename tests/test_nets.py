@@ -19,13 +19,7 @@ GENERATORS = [name for name in ALL if name.endswith("_generator")]
 DISCRIMINATORS = [name for name in ALL if name.endswith("_discriminator")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These networks are tiny: on a small CPU, thread hand-offs cost more than the maths."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_options(name: str) -> dict:
@@ -45,10 +39,17 @@ def build(name: str, spec: DataSpec, **options) -> nn.Module:
 
 
 def run(name: str, net: nn.Module, spec: DataSpec, n: int = 3) -> torch.Tensor:
-    """One forward pass with the input the role expects: noise for generators, samples for discriminators."""
+    """One forward pass with the input the role expects: noise for generators, samples for discriminators.
+
+    Conditional networks (G(z, y), D(x, y)) also get labels; an ACGAN discriminator's scores come first.
+    """
+    conditions = {}
+    if "labels" in inspect.signature(net.forward).parameters:
+        conditions["labels"] = torch.arange(n) % spec.num_classes
     if name in GENERATORS:
-        return net(torch.randn(n, LATENT))
-    return net(torch.rand(n, *spec.shape) * 2 - 1)
+        return net(torch.randn(n, LATENT), **conditions)
+    out = net(torch.rand(n, *spec.shape) * 2 - 1, **conditions)
+    return out[0] if isinstance(out, tuple) else out
 
 
 def test_every_network_is_a_generator_or_discriminator() -> None:
@@ -75,7 +76,7 @@ def test_image_output_shapes(name: str, size: int, channels: int) -> None:
 def test_image_generators_end_in_tanh(name: str) -> None:
     """Image data lies in [-1, 1]: generators stay inside it even with blown-up weights."""
     torch.manual_seed(0)
-    spec = DataSpec(shape=(1, 16, 16))
+    spec = DataSpec(shape=(1, 16, 16), num_classes=10)
     net = build(name, spec)
     with torch.no_grad():
         for p in net.parameters():
@@ -112,17 +113,16 @@ def test_mlp_generator_unbounded_for_toy_data() -> None:
 def test_discriminator_has_no_sigmoid(name: str, shape: tuple[int, ...]) -> None:
     """Scores are raw logits (the loss applies any sigmoid), so they can be any real number."""
     torch.manual_seed(0)
-    spec = DataSpec(shape=shape)
+    spec = DataSpec(shape=shape, num_classes=10)
     net = build(name, spec)
     assert not any(isinstance(m, nn.Sigmoid) for m in net.modules())
-    x = torch.rand(8, *shape) * 2 - 1
     last = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
     for value in (-3.0, 3.0):
         with torch.no_grad():
             last.weight.zero_()
             last.bias.fill_(value)
         # the last layer's output reaches the caller unchanged: no sigmoid, no clamp
-        assert torch.allclose(net(x), torch.full((8,), value))
+        assert torch.allclose(run(name, net, spec, n=8), torch.full((8,), value))
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if n.startswith("dcgan_")])

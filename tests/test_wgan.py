@@ -139,16 +139,7 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor) -> float:
     return (2 * torch.cdist(x, y).mean() - torch.cdist(x, x).mean() - torch.cdist(y, y).mean()).item()
 
 
-@pytest.fixture
-def one_thread():
-    """Networks this small run many times faster on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_wgan_gp_moves_generated_points_onto_the_8_gaussians(one_thread):
+def test_wgan_gp_moves_generated_points_onto_the_8_gaussians(one_torch_thread):
     from hydra import compose, initialize_config_dir
 
     from gantrain.cli import config_dir

@@ -59,9 +59,22 @@ def _register(name: str, draw: Sampler) -> None:
     DATASETS.register(name)(build)
 
 
+MIXTURE_MODES: dict[str, tuple[Callable[[], torch.Tensor], float]] = {  # name -> (centres, std of each mode)
+    "8gaussians": (_ring_centers, 0.02),
+    "25gaussians": (_grid_centers, 0.05),
+}
+
+
+def mixture_modes(name: str) -> tuple[torch.Tensor, float] | None:
+    """(centres (K, 2), std) of a Gaussian-mixture toy dataset, or None for the others (mode-coverage metrics)."""
+    if name not in MIXTURE_MODES:
+        return None
+    centres, std = MIXTURE_MODES[name]
+    return centres(), std
+
+
 for _name, _draw in {
-    "8gaussians": _mixture(_ring_centers(), 0.02),
-    "25gaussians": _mixture(_grid_centers(), 0.05),
+    **{name: _mixture(centres(), std) for name, (centres, std) in MIXTURE_MODES.items()},
     "swissroll": _swiss_roll,
     "linear_gaussian": _linear_gaussian,
 }.items():

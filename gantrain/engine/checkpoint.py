@@ -185,6 +185,15 @@ class CheckpointWriter:
             self.prune()
         return last
 
+    def save_as(self, payload: dict[str, Any], name: str) -> Path:
+        """A named copy beside ``last.pt`` (``best.pt``); never a resume candidate of the run folder."""
+        target = self.folder / name
+        try:
+            write_atomic(serialize({"format": FORMAT_VERSION, **payload}), target)
+        except OSError as error:
+            raise CheckpointNotWritten(f"cannot write checkpoint {target}: {error.strerror or error}") from error
+        return target
+
     def prune(self) -> None:
         if self.keep_last <= 0:
             return

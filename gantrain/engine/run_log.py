@@ -89,6 +89,13 @@ class RunLog:
         save_image(picture, path)
         return path
 
+    def metrics(self, step: int, values: dict[str, float], seconds: float) -> None:
+        """An evaluation: TensorBoard ``metrics/NAME`` and one console line."""
+        for name, value in values.items():
+            self.writer.add_scalar(f"metrics/{name}", value, step)
+        if self.interactive or self.plain:
+            self.note(f"eval at step {step} ({seconds:.1f} s): {format_scalars(values, limit=len(values))}")
+
     def note(self, message: str) -> None:
         self.console.print(message, highlight=False, soft_wrap=True)
 

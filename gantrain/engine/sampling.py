@@ -52,7 +52,8 @@ def sample(cfg: DictConfig) -> Path:
     device = resolve_device(cfg.device.name)
     recipe = RECIPES.get(trained.model.recipe).from_config(trained, DataSpec.from_dict(saved["data_spec"]), device)
     recipe.load_state_dict(saved["recipe"], weights_only=True)
-    samples = recipe.sample(cfg.n, torch.Generator().manual_seed(cfg.seed), label=cfg.get("class"))
+    with recipe.averaged_weights():  # the generator's EMA, when the run kept one
+        samples = recipe.sample(cfg.n, torch.Generator().manual_seed(cfg.seed), label=cfg.get("class"))
     out = write_samples(samples, str(cfg.out))
     print(f"wrote {cfg.n} samples from {path} (step {saved['step']}) to {out}")
     return out

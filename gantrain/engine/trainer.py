@@ -30,6 +30,7 @@ from gantrain.data.source import DataSource, DataSpec
 from gantrain.data.stream import BatchStream
 from gantrain.engine.checkpoint import LAST, CheckpointNotWritten, CheckpointWriter, resolve_checkpoint
 from gantrain.engine.device import resolve_device
+from gantrain.engine.evaluation import BEST, METRICS_LOG, Evaluator, build_evaluator
 from gantrain.engine.rng import rng_state, seed_everything, set_rng_state
 from gantrain.engine.run_log import RunLog, to_floats
 from gantrain.errors import UserError
@@ -190,6 +191,7 @@ class Trainer:
         self.source = build_data(cfg.data)
         self.recipe = build_recipe(cfg, self.source.spec, self.device)
         self.recipe.nonfinite_policy = self.nonfinite_policy
+        self.evaluator = build_evaluator(cfg, self.source, self.device)  # None without metrics.names
         self.stream = BatchStream(self.source.dataset, trainer.batch_size, trainer.seed, self.device,
                                   num_workers=cfg.data.get("num_workers", 0))
         self.step = 0
@@ -215,6 +217,9 @@ class Trainer:
         self.recipe.skipped_updates.update(saved.get("skipped_updates", {}))
         self.resumed_from = path
         self.newest_checkpoint = (path, self.step)
+        if self.evaluator is not None:
+            self.evaluator.load_state_dict(saved.get("evaluation", {}))
+            Evaluator.forget_after(self.step, self.run_dir / METRICS_LOG)
 
     def epochs_done(self) -> float:
         return self.stream.epoch + self.stream.batches_taken / self.stream.batches_per_epoch
@@ -233,6 +238,7 @@ class Trainer:
             "rng": rng_state(),
             "preview": self.preview_inputs,
             "skipped_updates": dict(self.recipe.skipped_updates),
+            "evaluation": self.evaluator.state_dict() if self.evaluator is not None else {},
         }
 
     def fit(self) -> dict[str, float]:
@@ -275,7 +281,7 @@ class Trainer:
         with RunLog(self.run_dir, total, self.step, trainer.progress) as log:
             if getattr(self, "resumed_from", None):
                 log.note(f"resumed from {self.resumed_from} at step {self.step}")
-            last_preview = last_checkpoint = None
+            last_preview = last_checkpoint = last_evaluation = None
             while signals.received is None and not self.budget.exhausted(self.step, self.epochs_done(), elapsed()):
                 scalars = self.recipe.train_step(self.stream.next)
                 self.recipe.end_step()
@@ -287,19 +293,38 @@ class Trainer:
                     log.scalars(self.step, values)
                 log.advance(self.step, values)
                 if self.step % trainer.sample_every == 0:
-                    log.preview(self.step, self.recipe.preview(self.preview_inputs))
+                    self._preview(log)
                     last_preview = self.step
+                if self.evaluator is not None and self.evaluator.due(self.step):
+                    self._evaluate(log, elapsed())
+                    last_evaluation = self.step
                 if self.step % trainer.checkpoint_every == 0:
                     self.save_checkpoint(elapsed(), periodic=True)
                     last_checkpoint = self.step
             if last_preview != self.step:
-                log.preview(self.step, self.recipe.preview(self.preview_inputs))
+                self._preview(log)
+            if self.evaluator is not None and last_evaluation != self.step and signals.received is None:
+                self._evaluate(log, elapsed())  # the budget ran out: measure the final generator
             if last_checkpoint != self.step:
                 self.save_checkpoint(elapsed(), periodic=False)
             skipped = sum(self.recipe.skipped_updates.values())
             if skipped:
                 log.note(f"{skipped} updates were skipped for non-finite values (TensorBoard: nonfinite/skipped)")
         return values
+
+    def _preview(self, log: RunLog) -> None:
+        with self.recipe.averaged_weights():  # grids show the weight average, when the recipe keeps one
+            log.preview(self.step, self.recipe.preview(self.preview_inputs))
+
+    def _evaluate(self, log: RunLog, elapsed: float) -> None:
+        """The metrics (gantrain/engine/evaluation.py); a new best value also writes checkpoints/best.pt."""
+        started = time.monotonic()
+        with self.recipe.averaged_weights():
+            values = self.evaluator.evaluate(self.recipe.sample)
+        seconds = time.monotonic() - started
+        log.metrics(self.step, values, seconds)
+        if self.evaluator.record(self.step, values, seconds, self.run_dir / METRICS_LOG):
+            self.checkpoints.save_as(self.payload(elapsed), BEST)
 
     def save_checkpoint(self, elapsed: float, periodic: bool) -> None:
         """Write a checkpoint, unless a weight has become NaN/Inf: a broken state never replaces a good one."""

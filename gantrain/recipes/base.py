@@ -13,13 +13,15 @@ What a new family implements:
 and, when it has state beyond networks/optimizers/schedulers (an image pool, a
 growth stage), ``extra_state``/``load_extra_state``. Every optimizer update goes
 through ``apply_update``, so a NaN/Inf loss or gradient is caught the same way in
-every family (``trainer.on_nonfinite``).
+every family (``trainer.on_nonfinite``), and a network given a weight average
+(``average_weights``, the ``ema`` config) has it updated after each of its steps.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,7 @@ from torch import nn
 
 from gantrain.data.source import DataSpec
 from gantrain.errors import UserError
+from gantrain.recipes.ema import WeightAverage
 from gantrain.registry import NETWORKS
 
 Batch = dict[str, torch.Tensor]
@@ -68,6 +71,33 @@ class Recipe:
         self.nonfinite_policy = "stop"  # set by the loop from trainer.on_nonfinite
         self.skipped_updates = {name: 0 for name in self.optimizers}  # per optimizer, under the "skip" policy
         self.last_nonfinite: NonFiniteUpdate | None = None  # the most recent skipped update, for the loop to report
+        self.averages: dict[str, WeightAverage] = {}  # network name -> its EMA (stored as network NAME_ema)
+
+    def average_weights(self, network: str, decay: float | None) -> None:
+        """Keep an EMA of ``network``'s weights (None: don't); grids, samples and metrics then use it."""
+        if decay is None:
+            return
+        self.averages[network] = WeightAverage(self.networks[network], decay)
+        self.networks[f"{network}_ema"] = self.averages[network].average
+
+    @contextmanager
+    def averaged_weights(self) -> Iterator[None]:
+        """Within this block, every attribute that holds an averaged network holds its average instead.
+
+        The loop wraps previews, sampling and metrics in it, so a family's own ``preview``/``sample``
+        (which use ``self.generator`` and the like) draw from the averaged weights without knowing of them.
+        """
+        swapped = []
+        for name, average in self.averages.items():
+            for attribute, value in list(vars(self).items()):
+                if value is self.networks[name]:
+                    setattr(self, attribute, average.average)
+                    swapped.append((attribute, value))
+        try:
+            yield
+        finally:
+            for attribute, value in swapped:
+                setattr(self, attribute, value)
 
     @classmethod
     def from_config(cls, cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> "Recipe":
@@ -106,6 +136,7 @@ class Recipe:
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
             "schedulers": {name: sched.state_dict() for name, sched in self.schedulers.items()},
             "extra": self.extra_state(),
+            "averages": {name: average.updates for name, average in self.averages.items()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any], weights_only: bool = False) -> None:
@@ -114,7 +145,11 @@ class Recipe:
         Extra state loads first, so a recipe can reshape its networks (a growth stage) before weights load.
         """
         self.load_extra_state(state.get("extra", {}))
+        averaged = {f"{name}_ema": name for name in self.averages}
         for name, net in self.networks.items():
+            if name in averaged and name not in state["networks"]:  # the average was turned on after this checkpoint
+                self.averages[averaged[name]].reset()  # (after the live weights loaded: averages come last)
+                continue
             if name not in state["networks"]:
                 raise UserError(f"the checkpoint has no network '{name}' (it has: {', '.join(state['networks'])})")
             try:
@@ -123,6 +158,9 @@ class Recipe:
                 first = str(error).strip().splitlines()
                 detail = first[1].strip() if len(first) > 1 else first[0]
                 raise UserError(f"the checkpoint's {name} does not match this architecture: {detail}") from error
+        for name, updates in state.get("averages", {}).items():
+            if name in self.averages and f"{name}_ema" in state["networks"]:
+                self.averages[name].updates = int(updates)
         if weights_only:
             return
         for kind, parts in (("optimizers", self.optimizers), ("schedulers", self.schedulers)):
@@ -144,6 +182,8 @@ class Recipe:
         gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if all_finite([total, *gradients]):
             optimizer.step()
+            if network in self.averages:
+                self.averages[network].update()
             return True
         failure = NonFiniteUpdate(network, self._nonfinite_culprit(network, total, terms))
         if self.nonfinite_policy != "skip":

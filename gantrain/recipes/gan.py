@@ -18,6 +18,7 @@ from gantrain.errors import UserError
 from gantrain.losses.base import AdversarialLoss
 from gantrain.optim.optimizers import build_optimizer, build_schedule
 from gantrain.recipes.base import Batch, NextBatch, Preview, Recipe, build_network, preview_rows, requires_grad
+from gantrain.recipes.ema import checked_decay
 from gantrain.regularizers.base import Regularizer
 from gantrain.registry import LOSSES, RECIPES, REGULARIZERS
 
@@ -58,8 +59,10 @@ class GANRecipe(Recipe):
         schedulers = {name: build_schedule(cfg.optim, opt, cfg.trainer.max_steps) for name, opt in optimizers.items()}
         regularizers = [REGULARIZERS.build(name, options)  # a null entry (regularizers.r1=null) turns one off
                         for name, options in (cfg.get("regularizers") or {}).items() if options is not None]
-        return cls(generator, discriminator, loss, optimizers, schedulers, model.latent_dim, cfg.trainer.n_critic,
-                   regularizers)
+        recipe = cls(generator, discriminator, loss, optimizers, schedulers, model.latent_dim, cfg.trainer.n_critic,
+                     regularizers)
+        recipe.average_weights("generator", checked_decay((cfg.get("ema") or {}).get("decay")))  # ema.decay
+        return recipe
 
     def noise(self, n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, device=device, generator=generator)
@@ -135,12 +138,21 @@ class GANRecipe(Recipe):
         return {"noise": torch.randn(n, self.latent_dim, generator=generator), "reference": reference["real"].cpu()}
 
     @torch.no_grad()
-    def _generate(self, noise: torch.Tensor) -> torch.Tensor:
+    def _generate(self, noise: torch.Tensor, conditions: Batch | None = None) -> torch.Tensor:
+        """The ``generate`` hook in eval mode, in chunks, on the CPU: what previews and sampling draw.
+
+        ``conditions`` (e.g. ``{"label": ...}`` for a cGAN) are split into the same chunks as the noise.
+        """
         device = next(self.generator.parameters()).device
+        conditions = conditions or {}
         was_training = self.generator.training
         self.generator.eval()
         try:
-            return torch.cat([self.generator(chunk.to(device)).cpu() for chunk in noise.split(SAMPLE_CHUNK)])
+            return torch.cat([
+                self.generate(noise[start:start + SAMPLE_CHUNK].to(device),
+                              {k: v[start:start + SAMPLE_CHUNK].to(device) for k, v in conditions.items()}).cpu()
+                for start in range(0, len(noise), SAMPLE_CHUNK)
+            ])
         finally:
             self.generator.train(was_training)
 
