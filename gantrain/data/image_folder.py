@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from gantrain.data.source import DataSource, DataSpec
 from gantrain.errors import UserError
@@ -23,6 +22,8 @@ class ImageFiles(Dataset):
     def __init__(self, files: list[Path], labels: list[int] | None, image_size: int, channels: int) -> None:
         self.files = files
         self.labels = labels
+        from torchvision.transforms import v2  # imported here: torchvision's import takes ~1 s (it loads torch._dynamo), so bad input fails fast
+
         self.mode = "L" if channels == 1 else "RGB"
         self.transform = v2.Compose([
             v2.ToImage(),

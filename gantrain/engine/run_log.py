@@ -10,9 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 from torch.utils.tensorboard import SummaryWriter
-from torchvision.utils import save_image
 
-from gantrain.engine.visuals import image_grid, scatter_image
+from gantrain.engine.visuals import image_grid, save_picture, scatter_image
 from gantrain.recipes.base import Preview
 
 
@@ -86,7 +85,7 @@ class RunLog:
             picture = scatter_image(preview.samples, preview.reference)
         self.writer.add_image("samples", picture, step)
         path = self.samples_dir / f"step_{step:07d}.png"
-        save_image(picture, path)
+        save_picture(picture, path)
         return path
 
     def metrics(self, step: int, values: dict[str, float], seconds: float) -> None:

@@ -7,12 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torchvision.utils import save_image
 
 from gantrain.data.source import DataSpec
 from gantrain.engine.checkpoint import resolve_checkpoint
 from gantrain.engine.device import resolve_device
-from gantrain.engine.visuals import image_grid, scatter_image
+from gantrain.engine.visuals import image_grid, save_picture, scatter_image
 from gantrain.errors import UserError
 from gantrain.recipes.base import preview_rows
 from gantrain.registry import RECIPES, import_plugins
@@ -28,14 +27,14 @@ def write_samples(samples: torch.Tensor, target: str) -> Path:
             raise UserError("one PNG per sample needs image data; use out=FILE.png (scatter) or out=FILE.npz")
         out.mkdir(parents=True, exist_ok=True)
         for index, image in enumerate(samples):
-            save_image(image.add(1).div(2).clamp(0, 1), out / f"sample_{index:06d}.png")
+            save_picture(image.add(1).div(2).clamp(0, 1), out / f"sample_{index:06d}.png")
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
         np.savez_compressed(out, samples=samples.numpy())
     elif out.suffix.lower() in PICTURE_SUFFIXES:
         picture = image_grid(samples, preview_rows(len(samples))) if samples.dim() == 4 else scatter_image(samples)
-        save_image(picture, out)
+        save_picture(picture, out)
     else:
         raise UserError(f"out={out}: use a .png/.jpg grid, a .npz file, or a folder ending in '/'")
     return out

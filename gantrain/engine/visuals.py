@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
-from torchvision.utils import make_grid
 
 REAL_COLOR = (70, 110, 200)  # blue
 FAKE_COLOR = (230, 90, 40)  # orange
@@ -11,7 +12,16 @@ FAKE_COLOR = (230, 90, 40)  # orange
 
 def image_grid(samples: torch.Tensor, nrow: int) -> torch.Tensor:
     """(N, C, H, W) in [-1, 1] -> (3 or 1, H', W') float grid in [0, 1]."""
+    from torchvision.utils import make_grid  # imported here: torchvision's import takes ~1 s (it loads torch._dynamo), so bad input fails fast
+
     return make_grid(samples.float().clamp(-1, 1), nrow=nrow, normalize=True, value_range=(-1, 1), padding=2)
+
+
+def save_picture(picture: torch.Tensor, path: Path) -> None:
+    """Write a (C, H, W) float picture in [0, 1] as PNG/JPEG."""
+    from torchvision.utils import save_image  # imported here: torchvision's import takes ~1 s (it loads torch._dynamo), so bad input fails fast
+
+    save_image(picture, path)
 
 
 def scatter_image(fake: torch.Tensor, real: torch.Tensor | None = None, size: int = 384) -> torch.Tensor:
