@@ -23,7 +23,8 @@ from torch.utils.data import Dataset, default_collate
 
 from gantrain.data.source import DataSource
 from gantrain.errors import UserError
-from gantrain.metrics.base import REFERENCE_KINDS, GeneratedBatch, Metric, Reference, accumulate_moments, positive_int
+from gantrain.metrics.base import REFERENCE_KINDS, GeneratedBatch, Metric, Reference, accumulate_moments
+from gantrain.options import positive_int
 from gantrain.metrics.cache import ReferenceCache, cache_key
 from gantrain.metrics.features import FeatureNetwork, build_features
 from gantrain.registry import METRICS, unknown_choice

@@ -13,6 +13,7 @@ from gantrain.engine.checkpoint import resolve_checkpoint
 from gantrain.engine.device import resolve_device
 from gantrain.engine.visuals import image_grid, save_picture, scatter_image
 from gantrain.errors import UserError
+from gantrain.options import positive_int
 from gantrain.recipes.base import preview_rows
 from gantrain.registry import RECIPES, import_plugins
 
@@ -43,8 +44,7 @@ def write_samples(samples: torch.Tensor, target: str) -> Path:
 def sample(cfg: DictConfig) -> Path:
     if not cfg.get("checkpoint"):
         raise UserError("task=sample needs checkpoint=PATH (a .pt file or a run folder)")
-    if not isinstance(cfg.n, int) or cfg.n < 1:
-        raise UserError(f"n must be a positive integer, got {cfg.n!r}")
+    positive_int(cfg.n, "n")
     path, saved = resolve_checkpoint(cfg.checkpoint)
     trained = OmegaConf.create(saved["config"])
     import_plugins(trained.get("plugins"))

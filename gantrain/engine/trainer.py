@@ -34,6 +34,7 @@ from gantrain.engine.evaluation import BEST, METRICS_LOG, Evaluator, build_evalu
 from gantrain.engine.rng import rng_state, seed_everything, set_rng_state
 from gantrain.engine.run_log import RunLog, to_floats
 from gantrain.errors import UserError
+from gantrain.options import positive_int
 from gantrain.recipes.base import NONFINITE_POLICIES, Batch, NonFiniteUpdate, Recipe
 from gantrain.registry import DATASETS, RECIPES, unknown_choice
 
@@ -178,8 +179,7 @@ class Trainer:
         self.overrides = list(overrides or [])
         trainer = cfg.trainer
         for key in POSITIVE_INTEGERS:
-            if not isinstance(trainer[key], int) or isinstance(trainer[key], bool) or trainer[key] < 1:
-                raise UserError(f"trainer.{key} must be a positive integer, got {trainer[key]!r}")
+            positive_int(trainer[key], f"trainer.{key}")
         self.nonfinite_policy = trainer.get("on_nonfinite", "stop")
         if self.nonfinite_policy not in NONFINITE_POLICIES:
             raise UserError(unknown_choice("trainer.on_nonfinite", self.nonfinite_policy, list(NONFINITE_POLICIES)))

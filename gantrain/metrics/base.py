@@ -14,7 +14,6 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from gantrain.errors import UserError
 
 #: reference statistics a metric may ask for: feature moments (sum, sum of outer products, count) or raw features
 REFERENCE_KINDS = ("moments", "features")
@@ -87,15 +86,3 @@ def accumulate_moments(moments: dict[str, torch.Tensor] | None, features: torch.
 def float64_ready(tensor: torch.Tensor) -> torch.Tensor:
     """On the CPU if its device has no float64 (Apple's MPS): feature moments are accumulated in float64."""
     return tensor.cpu() if tensor.device.type == "mps" else tensor
-
-
-def positive_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{what} must be a positive integer, got {value!r}")
-    return value
-
-
-def positive_number(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise UserError(f"{what} must be a positive number, got {value!r}")
-    return float(value)

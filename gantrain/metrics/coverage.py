@@ -14,7 +14,8 @@ import torch
 
 from gantrain.data.toy2d import MIXTURE_MODES, mixture_modes
 from gantrain.errors import UserError
-from gantrain.metrics.base import GeneratedBatch, Metric, Reference, positive_number
+from gantrain.metrics.base import GeneratedBatch, Metric, Reference
+from gantrain.options import positive_number
 from gantrain.registry import METRICS
 
 

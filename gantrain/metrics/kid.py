@@ -11,7 +11,8 @@ from __future__ import annotations
 import warnings
 
 from gantrain.errors import UserError
-from gantrain.metrics.base import GeneratedBatch, GivenFeatures, Metric, Reference, positive_int
+from gantrain.metrics.base import GeneratedBatch, GivenFeatures, Metric, Reference
+from gantrain.options import positive_int
 from gantrain.registry import METRICS
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 
 from gantrain.errors import UserError
-from gantrain.metrics.base import GeneratedBatch, Metric, Reference, positive_int
+from gantrain.metrics.base import GeneratedBatch, Metric, Reference
+from gantrain.options import positive_int
 from gantrain.registry import METRICS
 
 BLOCK = 1024  # rows of a distance matrix computed at once

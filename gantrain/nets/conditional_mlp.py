@@ -22,6 +22,7 @@ from torch import nn
 from gantrain.data.source import DataSpec
 from gantrain.errors import UserError
 from gantrain.nets.mlp import MLPDiscriminator, MLPGenerator
+from gantrain.options import positive_int
 from gantrain.registry import NETWORKS, unknown_choice
 
 CONDITIONINGS = ("concat", "projection", "acgan")
@@ -45,9 +46,7 @@ def checked_conditioning(conditioning: str) -> str:
 
 
 def checked_embedding_dim(embedding_dim: int) -> int:
-    if not isinstance(embedding_dim, int) or isinstance(embedding_dim, bool) or embedding_dim < 1:
-        raise UserError(f"embedding_dim must be a positive integer, got {embedding_dim!r}")
-    return embedding_dim
+    return positive_int(embedding_dim, "embedding_dim")
 
 
 class ConditionalGenerator(nn.Module):

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from gantrain.errors import UserError
+from gantrain.options import positive_number
 from gantrain.registry import OPTIMIZERS, SCHEDULES
 
 # keys of the optim group that are not optimizer arguments
@@ -37,9 +37,7 @@ def optimizer_options(optim_cfg: Mapping[str, Any], role: str) -> dict[str, Any]
     options = {k: v for k, v in optim_cfg.items() if k not in RESERVED_KEYS}
     overrides = optim_cfg.get(role) or {}
     options.update({k: v for k, v in overrides.items() if v is not None})
-    lr = options.get("lr")
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
-        raise UserError(f"optim lr for the {role} must be a positive number, got {lr!r}")
+    positive_number(options.get("lr"), f"optim lr for the {role}")
     return options
 
 

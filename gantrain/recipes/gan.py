@@ -17,6 +17,7 @@ from gantrain.data.source import DataSpec
 from gantrain.errors import UserError
 from gantrain.losses.base import AdversarialLoss
 from gantrain.optim.optimizers import build_optimizer, build_schedule
+from gantrain.options import positive_int
 from gantrain.recipes.base import Batch, NextBatch, Preview, Recipe, build_network, preview_rows, requires_grad
 from gantrain.recipes.ema import checked_decay
 from gantrain.regularizers.base import Regularizer
@@ -34,8 +35,7 @@ class GANRecipe(Recipe):
                  schedulers: Mapping[str, torch.optim.lr_scheduler.LRScheduler],
                  latent_dim: int, n_critic: int = 1, regularizers: Sequence[Regularizer] = ()) -> None:
         super().__init__({"generator": generator, "discriminator": discriminator}, optimizers, schedulers)
-        if not isinstance(n_critic, int) or n_critic < 1:
-            raise UserError(f"trainer.n_critic must be an integer of at least 1, got {n_critic!r}")
+        positive_int(n_critic, "trainer.n_critic")
         self.generator = generator
         self.discriminator = discriminator
         self.loss = loss
