@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from conftest import FAST, REPO, run_cli
+from gantrain.data.source import DataSpec
 from gantrain.data.toy2d import mixture_modes
 from gantrain.engine.evaluation import Evaluator
 from gantrain.engine.trainer import build_data
@@ -314,3 +315,29 @@ def test_bad_metric_input_is_one_line_exit_2(args, message, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and lines[0].startswith("gantrain: error: ") and message in lines[0], result.stderr
+
+
+def test_a_given_inception_weights_file_loads_and_embeds_images(tmp_path, monkeypatch):
+    """The real Inception path, end to end but for the weight values: a file in torch-fidelity's format
+    (random weights, since none can be downloaded here) given as metrics.inception_weights embeds
+    greyscale [-1, 1] images into 2048 pool features and 1008 logits."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fidelity_inception
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    with monkeypatch.context() as patch:  # build the architecture once without any weights to load
+        patch.setattr(fidelity_inception, "load_state_dict_from_url", lambda *args, **kwargs: {})
+        patch.setattr(fidelity_inception.FeatureExtractorInceptionV3, "load_state_dict",
+                      lambda self, state, strict=True: None)
+        donor = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048", "logits_unbiased"])
+    weights = tmp_path / INCEPTION_FILE
+    torch.save(donor.state_dict(), weights)
+
+    features = inception_features(str(weights), download=False, spec=DataSpec((1, 28, 28)),
+                                  device=torch.device("cpu"))
+    pooled, logits = features(torch.rand(3, 1, 28, 28) * 2 - 1)
+    assert features.is_standard
+    assert pooled.shape == (3, 2048) and logits.shape == (3, 1008)
+    assert torch.isfinite(pooled).all() and torch.isfinite(logits).all()
+    first = {k: v for k, v in donor.state_dict().items() if v.is_floating_point()}
+    loaded = dict(features.network.__self__.state_dict())  # network is the module's two-output forward
+    assert all(torch.equal(value, loaded[key]) for key, value in first.items())  # the file's weights, not others
