@@ -60,3 +60,37 @@ def run_cli(*args: str, cwd: Path, check: bool = True, timeout: float = 300,
     if check and result.returncode != 0:
         raise AssertionError(f"gantrain {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result
+
+
+def flatten_state(tree, prefix: str = "") -> dict:
+    """A nested checkpoint tree as {"/path/to/leaf": value}, for comparing two checkpoints leaf by leaf."""
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in flatten_state(value, f"{prefix}/{key}").items()}
+    if isinstance(tree, (list, tuple)):
+        return {k: v for i, value in enumerate(tree) for k, v in flatten_state(value, f"{prefix}/{i}").items()}
+    return {prefix: tree}
+
+
+def assert_same_training_state(a: dict, b: dict) -> None:
+    """Every network and optimizer of two checkpoints is bit-identical."""
+    for kind in ("networks", "optimizers"):
+        flat_a, flat_b = flatten_state(a["recipe"][kind]), flatten_state(b["recipe"][kind])
+        assert flat_a.keys() == flat_b.keys(), kind
+        for key, value in flat_a.items():
+            same = torch.equal(value, flat_b[key]) if torch.is_tensor(value) else value == flat_b[key]
+            assert same, (kind, key)
+
+
+def train_straight_and_resumed(common: list[str], total: int, split_at: int, cwd: Path):
+    """Train ``total`` steps in one go, and ``split_at`` steps + resume to ``total`` in another folder.
+
+    Returns (straight run folder, split run folder, the resumed process, straight checkpoint, split checkpoint).
+    """
+    straight, split = cwd / "straight", cwd / "split"
+    run_cli(*common, f"trainer.max_steps={total}", f"hydra.run.dir={straight}", cwd=cwd)
+    run_cli(*common, f"trainer.max_steps={split_at}", f"hydra.run.dir={split}", cwd=cwd)
+    resumed = run_cli(f"resume={split}", f"trainer.max_steps={total}", *FAST, cwd=cwd)
+    assert "resumed from" in resumed.stderr
+    last = "checkpoints/last.pt"
+    return (straight, split, resumed, torch.load(straight / last, weights_only=True),
+            torch.load(split / last, weights_only=True))

@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from conftest import FAST, run_cli
+from conftest import FAST, assert_same_training_state, run_cli, train_straight_and_resumed
 from gantrain.cli import config_dir
 from gantrain.data.source import DataSpec, TensorImages
 from gantrain.data.stream import BatchStream
@@ -311,21 +311,7 @@ def test_cli_samples_one_class_or_a_class_grid(digits_run: Path, tmp_path: Path)
 def test_cli_resume_is_exact(tmp_path: Path) -> None:
     """3 steps + resume + 3 steps gives bit-identical networks and optimizers to 6 steps in one go."""
     common = [*TINY_CLI, "trainer.log_every=1", "trainer.sample_every=100", "trainer.checkpoint_every=3"]
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    run_cli(*common, "trainer.max_steps=6", f"hydra.run.dir={straight}", cwd=tmp_path)
-    run_cli(*common, "trainer.max_steps=3", f"hydra.run.dir={split}", cwd=tmp_path)
-    resumed = run_cli(f"resume={split}", "trainer.max_steps=6", *FAST, cwd=tmp_path)
-    assert "resumed from" in resumed.stderr
-
-    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
-    b = torch.load(split / "checkpoints" / "last.pt", weights_only=True)
+    *_, a, b = train_straight_and_resumed(common, total=6, split_at=3, cwd=tmp_path)
     assert a["step"] == b["step"] == 6
-    for name in ("generator", "discriminator"):
-        weights_a, weights_b = a["recipe"]["networks"][name], b["recipe"]["networks"][name]
-        assert weights_a.keys() == weights_b.keys()
-        for key in weights_a:
-            assert torch.equal(weights_a[key], weights_b[key]), (name, key)
-        for state_a, state_b in zip(a["recipe"]["optimizers"][name]["state"].values(),
-                                    b["recipe"]["optimizers"][name]["state"].values()):
-            assert all(torch.equal(state_a[key], state_b[key]) for key in state_a)
+    assert_same_training_state(a, b)
     assert torch.equal(a["preview"]["labels"], b["preview"]["labels"])

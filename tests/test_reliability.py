@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 import gantrain.engine.checkpoint as checkpoint
-from conftest import FAST, REPO, run_cli
+from conftest import FAST, REPO, assert_same_training_state, flatten_state, run_cli
 from gantrain.engine.checkpoint import CheckpointNotWritten, CheckpointWriter, load_checkpoint, resolve_checkpoint
 from gantrain.errors import UserError
 from gantrain.recipes.base import NonFiniteUpdate, Recipe
-from test_train_cli import _flatten, tensorboard_scalars
+from test_train_cli import tensorboard_scalars
 
 TINY = ["model=gan", "model.generator.hidden=[32]", "model.discriminator.hidden=[32]", *FAST]
 QUIET = ["trainer.progress=false"]  # no step lines: stderr holds only what the run has to say
@@ -45,16 +45,6 @@ def assert_one_line_error(result: subprocess.CompletedProcess, status: int, *fra
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
-
-
-def assert_same_state(a: dict, b: dict) -> None:
-    """Networks and optimizers of two checkpoints are bit-identical."""
-    for kind in ("networks", "optimizers"):
-        flat_a, flat_b = _flatten(a["recipe"][kind]), _flatten(b["recipe"][kind])
-        assert flat_a.keys() == flat_b.keys()
-        for key, value in flat_a.items():
-            same = torch.equal(value, flat_b[key]) if torch.is_tensor(value) else value == flat_b[key]
-            assert same, (kind, key)
 
 
 @pytest.fixture
@@ -400,7 +390,7 @@ def test_sigterm_at_an_arbitrary_step_then_resume_equals_an_uninterrupted_run(tm
     run_cli(*common, *QUIET, f"hydra.run.dir={straight}", cwd=tmp_path)
     a, b = (load_checkpoint(run / "checkpoints" / "last.pt") for run in (straight, interrupted))
     assert a["step"] == b["step"] == total and a["data"] == b["data"]
-    assert_same_state(a, b)
+    assert_same_training_state(a, b)
 
 
 def test_a_multirun_job_folder_resumes_on_its_own(tmp_path):
@@ -414,7 +404,7 @@ def test_a_multirun_job_folder_resumes_on_its_own(tmp_path):
     assert resumed["step"] == 4 and resumed["config"]["optim"]["lr"] == 2e-4  # the job's own overrides
     untouched = load_checkpoint(sweep / "0" / "checkpoints" / "last.pt")
     assert untouched["step"] == 2
-    assert_same_state(before, untouched)
+    assert_same_training_state(before, untouched)
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]  # no new folder
 
 
@@ -451,7 +441,7 @@ def test_a_nan_loss_stops_with_exit_3_naming_step_network_and_term_and_keeps_the
                           f"previous checkpoint kept at {run / 'checkpoints' / 'last.pt'} (step 5)")
     saved = load_checkpoint(run / "checkpoints" / "last.pt")
     assert saved["step"] == 5
-    assert all(torch.isfinite(t).all() for t in _flatten(saved["recipe"]["networks"]).values())
+    assert all(torch.isfinite(t).all() for t in flatten_state(saved["recipe"]["networks"]).values())
 
 
 def test_a_diverging_learning_rate_stops_with_exit_3(tmp_path):
@@ -461,7 +451,7 @@ def test_a_diverging_learning_rate_stops_with_exit_3(tmp_path):
     assert "(generator)" in line or "(discriminator)" in line
     last = tmp_path / "run" / "checkpoints" / "last.pt"
     if last.exists():  # whatever was saved holds finite weights
-        networks = _flatten(load_checkpoint(last)["recipe"]["networks"]).values()
+        networks = flatten_state(load_checkpoint(last)["recipe"]["networks"]).values()
         assert all(torch.isfinite(t).all() for t in networks)
 
 

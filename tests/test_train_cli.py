@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import FAST, REPO, run_cli
+from conftest import FAST, REPO, assert_same_training_state, run_cli, train_straight_and_resumed
 
 TINY = {"gan": ["model.generator.hidden=[32]", "model.discriminator.hidden=[32]"],
         "dcgan": ["model.generator.base_channels=8", "model.discriminator.base_channels=8"]}
@@ -73,36 +73,15 @@ def test_quick_start_defaults_train_offline(tmp_path):
 def test_resume_gives_the_same_weights_and_losses_as_an_uninterrupted_run(mnist_root, tmp_path):
     common = ["model=dcgan", "data=mnist", f"data.root={mnist_root}", "data.download=false", "trainer.batch_size=32",
               "trainer.log_every=1", "trainer.checkpoint_every=3", "trainer.sample_every=100", *TINY["dcgan"], *FAST]
-    straight, split = tmp_path / "straight", tmp_path / "split"
     # 256 samples / 32 = 8 batches per epoch: 12 steps cross an epoch boundary after the resume
-    run_cli(*common, "trainer.max_steps=12", f"hydra.run.dir={straight}", cwd=tmp_path)
-    run_cli(*common, "trainer.max_steps=6", f"hydra.run.dir={split}", cwd=tmp_path)
-    resumed = run_cli(f"resume={split}", "trainer.max_steps=12", *FAST, cwd=tmp_path)
-    assert "resumed from" in resumed.stderr
-
-    a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
-    b = torch.load(split / "checkpoints" / "last.pt", weights_only=True)
+    straight, split, _, a, b = train_straight_and_resumed(common, total=12, split_at=6, cwd=tmp_path)
     assert a["step"] == b["step"] == 12 and a["data"] == b["data"]
-    for kind in ("networks", "optimizers"):
-        for name, state in a["recipe"][kind].items():
-            flat_a, flat_b = _flatten(state), _flatten(b["recipe"][kind][name])
-            assert flat_a.keys() == flat_b.keys()
-            for key, value in flat_a.items():
-                same = torch.equal(value, flat_b[key]) if torch.is_tensor(value) else value == flat_b[key]
-                assert same, (kind, name, key)
+    assert_same_training_state(a, b)
     losses_a, losses_b = tensorboard_scalars(straight)["loss/g"], tensorboard_scalars(split)["loss/g"]
     assert sorted(losses_b) == list(range(1, 13))
     assert losses_a == losses_b
     assert sorted(p.name for p in (split / "checkpoints").iterdir()) == [
         "last.pt", "step_0000006.pt", "step_0000009.pt", "step_0000012.pt"]  # keep_last=3
-
-
-def _flatten(tree, prefix=""):
-    if isinstance(tree, dict):
-        return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}/{key}").items()}
-    if isinstance(tree, (list, tuple)):
-        return {k: v for i, value in enumerate(tree) for k, v in _flatten(value, f"{prefix}/{i}").items()}
-    return {prefix: tree}
 
 
 def test_resume_refuses_a_different_architecture(tmp_path):
