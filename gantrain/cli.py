@@ -37,14 +37,76 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
-def train_task(cfg: DictConfig) -> dict[str, float]:
+def train_task(cfg: DictConfig) -> dict[str, float] | float:
+    """Train; return the value ``objective`` names as a float (what sweepers such as Optuna optimise), else the last scalars."""
     from hydra.core.hydra_config import HydraConfig
 
     from gantrain.engine.trainer import Trainer
 
     hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if cfg.trainer.get("devices", 1) != 1 and "WORLD_SIZE" not in os.environ:
+        if cfg.get("objective") is not None:
+            raise UserError("objective= needs the training in this process: with trainer.devices>1, "
+                            "start the sweep's jobs with torchrun instead")
+        status = launch_ranks(cfg, list(hydra_cfg.overrides.task), run_dir)
+        if status:
+            raise SystemExit(status)
+        return {}
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
-    return Trainer(cfg, Path(hydra_cfg.runtime.output_dir), overrides).fit()
+    trainer = Trainer(cfg, run_dir, overrides)
+    scalars = trainer.fit()
+    objective = cfg.get("objective")
+    return scalars if objective is None else objective_value(str(objective), scalars, trainer)
+
+
+def objective_value(name: str, scalars: dict[str, float], trainer: Any) -> float:
+    """A logged scalar's last logged value, or a metric's value: the best one when ``metrics.best`` names it
+    (the value checkpoints/best.pt was kept for), else the final evaluation's (the one last.pt gets).
+    """
+    import json
+
+    from gantrain.engine.evaluation import METRICS_LOG
+
+    if name in scalars:
+        return float(scalars[name])
+    if not getattr(getattr(trainer, "world", None), "is_main", True):
+        return float("nan")  # data parallel: only rank 0 evaluates, and only its value reaches a sweeper
+    evaluator, metrics = trainer.evaluator, {}
+    if evaluator is not None:
+        outputs = [evaluator.value_name(m, out) for m in evaluator.metrics.values() for out in m.outputs]
+        log = Path(trainer.run_dir) / METRICS_LOG
+        lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
+        final = json.loads(lines[-1]) if lines else {}  # the evaluation at the end of the budget
+        metrics = {out: final[out] for out in outputs if out in final}
+        for out, value in metrics.items():
+            if name in (out, out.split("@")[0]):
+                best = evaluator.best if evaluator.best_name == out else None
+                return float(best["value"] if best is not None else value)
+    logged = ", ".join([*scalars, *metrics]) or "(nothing)"
+    hint = "" if metrics else "; metrics such as fid need metrics.names"
+    raise UserError(f"objective={name} was not logged by this run; choose from: {logged}{hint}")
+
+
+def launch_ranks(cfg: DictConfig, overrides: list[str], run_dir: Path) -> int:
+    """``trainer.devices=N`` (N > 1) outside torchrun: run this job as N data-parallel ranks through torchrun.
+
+    The ranks get this job's overrides and run folder, so rank 0 writes where this job would have;
+    returns their exit status (the ranks print their own errors).
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    devices = cfg.trainer.devices
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise UserError(f"trainer.devices must be a positive number of processes, got {devices!r}")
+    arguments = [o for o in overrides if (_split(o) or ("",))[0] != "hydra.run.dir"] + [f"hydra.run.dir={run_dir}"]
+    try:
+        torchrun(["--standalone", f"--nproc_per_node={devices}", "-m", "gantrain", *arguments])
+    except ChildFailedError as failure:
+        exitcode = failure.get_first_failure()[1].exitcode  # the root cause; the other ranks were stopped
+        return 128 - exitcode if exitcode < 0 else exitcode  # killed by signal N: 128 + N, as a shell reports it
+    return 0
 
 
 def sample_task(cfg: DictConfig) -> Path:
@@ -102,20 +164,33 @@ def resume_arguments(args: list[str]) -> list[str]:
     return earlier + args + placement
 
 
+NO_RUN_FOLDER = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled",
+                 "hydra/hydra_logging=disabled"]
+
+
 def sample_arguments(args: list[str]) -> list[str]:
     """Sampling and evaluating write only what ``out`` names (eval: JSON beside the checkpoint): no run folder, no log file."""
     if "task=sample" not in args and "task=eval" not in args:
         return args
-    return args + ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled",
-                   "hydra/hydra_logging=disabled"]
+    return args + NO_RUN_FOLDER
+
+
+def rank_arguments(args: list[str]) -> list[str]:
+    """Under torchrun, ranks other than 0 make no run folder and no log file: rank 0 writes for all."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        return args
+    return [a for a in args if (_split(a) or ("",))[0] != "hydra.run.dir"] + NO_RUN_FOLDER
 
 
 def one_line(error: BaseException) -> str:
+    from hydra.errors import MissingConfigException
     from omegaconf.errors import MissingMandatoryValue
 
     if isinstance(error, MissingMandatoryValue) and getattr(error, "full_key", None):
         return f"{error.full_key} is required: set {error.full_key}=VALUE"
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if isinstance(error, MissingConfigException) and error.options is not None and lines:  # a config group's choice
+        return f"{lines[0]}; choose from: {', '.join(error.options) or '(none installed)'}"
     text = "; ".join(line.rstrip(".") for line in lines[:2]) if lines else type(error).__name__
     return text.replace("HYDRA_FULL_ERROR=1", "debug=true")
 
@@ -155,8 +230,10 @@ def output_folder_error(error: BaseException) -> UserError | None:
     An OSError that did not come out of ``run_task`` is one of those writes (for the log file, logging
     wraps it in a ValueError).
     """
+    from hydra.errors import MissingConfigException  # an IOError too, but about a config choice, not a folder
+
     cause = error.__cause__ if isinstance(error, ValueError) else error
-    if not isinstance(cause, OSError) or _raised_by_task(error):
+    if not isinstance(cause, OSError) or isinstance(cause, MissingConfigException) or _raised_by_task(error):
         return None
     where = f" '{cause.filename}'" if cause.filename else ""
     return UserError(f"cannot write the output folder{where}: {cause.strerror or cause}; "
@@ -186,7 +263,7 @@ def main(argv: list[str] | None = None) -> Any:
     debug = _SHOW_TRACEBACKS = "debug=true" in args or os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
         check_group_choices(args)
-        args = sample_arguments(resume_arguments(args))
+        args = rank_arguments(sample_arguments(resume_arguments(args)))
         os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach this function; it decides what to show
         sys.argv = ["gantrain", *args]
         return _hydra_app()

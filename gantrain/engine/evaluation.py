@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, default_collate
 
 from gantrain.data.source import DataSource
+from gantrain.data.stream import BatchStream
 from gantrain.errors import UserError
 from gantrain.metrics.base import REFERENCE_KINDS, GeneratedBatch, Metric, Reference, accumulate_moments
 from gantrain.options import positive_int
@@ -86,7 +87,8 @@ class Evaluator:
     def _describe(self, data_cfg: DictConfig) -> dict[str, Any]:
         """Everything the reference statistics depend on (the cache key)."""
         data = OmegaConf.to_container(data_cfg, resolve=True)
-        data.pop("num_workers", None)
+        for how_it_is_read in (*BatchStream.CONFIG_KEYS, "cache", "cache_max_gb"):  # same images either way
+            data.pop(how_it_is_read, None)
         if isinstance(data.get("root"), str):
             data["root"] = str(Path(data["root"]).expanduser().resolve())
         return {"data": data, "shape": list(self.source.spec.shape), "size": len(self.source.dataset),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -50,6 +52,7 @@ class RunLog:
             console=self.console, disable=not self.interactive, refresh_per_second=4, expand=True,
         )
         self.task = self.progress.add_task("train", total=total_steps, completed=start_step, rate="")
+        self._shown: dict[str, float] | None = None  # the scalars on the progress display now
         self.total_steps = total_steps
 
     def __enter__(self) -> "RunLog":
@@ -69,13 +72,17 @@ class RunLog:
             self.writer.add_scalar(name, value, step)
         if self.plain:
             total = f"/{self.total_steps}" if self.total_steps else ""
-            self.console.print(f"step {step}{total}  {self.rate(step):.1f} it/s  {format_scalars(values, 8)}",
+            shown = {name: value for name, value in values.items() if name not in SPEED}
+            self.console.print(f"step {step}{total}  {speed_text(self.rate(step), values)}  {format_scalars(shown, 8)}",
                                highlight=False, soft_wrap=True)
 
     def advance(self, step: int, values: dict[str, float]) -> None:
-        if self.interactive:
-            self.progress.scalars = format_scalars(values, limit=len(values))
-            self.progress.update(self.task, completed=step, rate=f"{self.rate(step):.1f} it/s")
+        if not self.interactive:
+            return
+        if values is not self._shown:  # new scalars come every log_every steps: format them then, not every step
+            self._shown = values
+            self.progress.scalars = format_scalars({k: v for k, v in values.items() if k not in SPEED}, len(values))
+        self.progress.update(self.task, completed=step, rate=speed_text(self.rate(step), values))
 
     def preview(self, step: int, preview: Preview) -> Path:
         """Write the preview to TensorBoard and ``samples/step_XXXXXXX.png``."""
@@ -101,6 +108,82 @@ class RunLog:
     def close(self) -> None:
         self.progress.stop()
         self.writer.close()
+
+
+class SilentLog(RunLog):
+    """What data-parallel ranks other than 0 log to: nothing (rank 0 reports for all)."""
+
+    def __init__(self) -> None:  # noqa: D107 - no folder, no writer, no console
+        pass
+
+    def __enter__(self) -> "SilentLog":
+        return self
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def advance(self, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def preview(self, step: int, preview: Preview) -> None:
+        pass
+
+    def metrics(self, step: int, values: dict[str, float], seconds: float) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+IMAGES_PER_SECOND, DATA_SHARE = "speed/images_per_s", "speed/data_wait_share"
+SPEED = (IMAGES_PER_SECOND, DATA_SHARE)
+
+
+def speed_text(steps_per_second: float, values: Mapping[str, float]) -> str:
+    """'12.3 it/s  788 img/s  data 2%': the rate, and (once measured) whether the input pipeline holds it back."""
+    text = f"{steps_per_second:.1f} it/s"
+    if IMAGES_PER_SECOND in values:
+        text += f"  {values[IMAGES_PER_SECOND]:.0f} img/s  data {values[DATA_SHARE]:.0%}"
+    return text
+
+
+class Throughput:
+    """Samples per second and the share of wall time spent waiting for batches, between two reports.
+
+    A data-wait share near 0 means the networks set the pace; a large one means the input pipeline
+    does (more workers, ``data.on_device``, or a cached image folder help). On a GPU the wait is the
+    host's: batches drawn on the device are queued, not waited for.
+    """
+
+    def __init__(self, ranks: int = 1) -> None:
+        self.ranks = ranks  # each rank counts its own share; the report is for all of them
+        self._reset()
+
+    def _reset(self) -> None:
+        self.samples = 0
+        self.waiting = 0.0
+        self.since = time.perf_counter()
+
+    @contextmanager
+    def waiting_for_data(self) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.waiting += time.perf_counter() - started
+
+    def count(self, batch: Mapping[str, torch.Tensor]) -> None:
+        self.samples += next(iter(batch.values())).shape[0]
+
+    def report(self) -> dict[str, float]:
+        """Images/s (all ranks) and the data-wait share since the last report; starts a new interval."""
+        seconds = max(time.perf_counter() - self.since, 1e-9)
+        values = {IMAGES_PER_SECOND: self.samples * self.ranks / seconds, DATA_SHARE: self.waiting / seconds}
+        self._reset()
+        return values
 
 
 def to_floats(values: dict[str, torch.Tensor | float]) -> dict[str, float]:

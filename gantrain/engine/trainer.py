@@ -12,6 +12,7 @@ the broken state, ``TrainingDiverged``: 3); a checkpoint that cannot be written
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import signal
@@ -28,17 +29,21 @@ from torch.utils.data import Dataset, default_collate
 from gantrain import __version__
 from gantrain.data.source import DataSource, DataSpec
 from gantrain.data.stream import BatchStream
+from gantrain.engine.acceleration import Precision, channels_last_batch, compile_networks, set_cuda_flags, to_channels_last
 from gantrain.engine.checkpoint import LAST, CheckpointNotWritten, CheckpointWriter, resolve_checkpoint
 from gantrain.engine.device import resolve_device
+from gantrain.engine.distributed import join_world, leave_world
 from gantrain.engine.evaluation import BEST, METRICS_LOG, Evaluator, build_evaluator
 from gantrain.engine.rng import rng_state, seed_everything, set_rng_state
-from gantrain.engine.run_log import RunLog, to_floats
+from gantrain.engine.run_log import RunLog, SilentLog, Throughput, to_floats
 from gantrain.errors import UserError
 from gantrain.options import positive_int
-from gantrain.recipes.base import NONFINITE_POLICIES, Batch, NonFiniteUpdate, Recipe
+from gantrain.recipes.base import NONFINITE_POLICIES, Batch, NextBatch, NonFiniteUpdate, Recipe
 from gantrain.registry import DATASETS, RECIPES, unknown_choice
 
-DATA_LOOP_KEYS = ("name", "num_workers")  # data-group keys read by the loop, not passed to the dataset builder
+log = logging.getLogger("gantrain")
+
+DATA_LOOP_KEYS = ("name", *BatchStream.CONFIG_KEYS)  # data-group keys read by the loop, not passed to the dataset builder
 POSITIVE_INTEGERS = ("batch_size", "n_critic", "log_every", "sample_every", "checkpoint_every", "n_samples")
 
 
@@ -184,16 +189,21 @@ class Trainer:
         if self.nonfinite_policy not in NONFINITE_POLICIES:
             raise UserError(unknown_choice("trainer.on_nonfinite", self.nonfinite_policy, list(NONFINITE_POLICIES)))
         self.budget = Budget.from_config(trainer)
+        device = resolve_device(cfg.device.name)
+        self.world = join_world(device)  # data parallel under torchrun; rank 0 of 1 otherwise
+        self.device = self.world.device(device)
         self.checkpoints = CheckpointWriter(run_dir / "checkpoints", trainer.keep_last)
-        self.checkpoints.prepare()  # before any data or model is built: an unwritable folder fails at once
-        self.device = resolve_device(cfg.device.name)
+        if self.world.is_main:  # only rank 0 writes; before any data or model is built: an unwritable folder fails at once
+            self.checkpoints.prepare()
+        set_cuda_flags(self.device, trainer.cudnn_benchmark, trainer.tf32)
         seed_everything(trainer.seed)
         self.source = build_data(cfg.data)
         self.recipe = build_recipe(cfg, self.source.spec, self.device)
         self.recipe.nonfinite_policy = self.nonfinite_policy
-        self.evaluator = build_evaluator(cfg, self.source, self.device)  # None without metrics.names
-        self.stream = BatchStream(self.source.dataset, trainer.batch_size, trainer.seed, self.device,
-                                  num_workers=cfg.data.get("num_workers", 0))
+        self._speed_up(trainer)
+        self.evaluator = build_evaluator(cfg, self.source, self.device) if self.world.is_main else None
+        self.stream = BatchStream.from_config(self.source, cfg.data, trainer.batch_size, trainer.seed, self.device,
+                                              rank=self.world.rank, world_size=self.world.size)
         self.step = 0
         self.elapsed_before = 0.0  # seconds trained by earlier invocations of this run
         self.newest_checkpoint: tuple[Path, int] | None = None  # (path, step) of the newest whole checkpoint
@@ -204,6 +214,17 @@ class Trainer:
             n = trainer.n_samples if self.source.spec.is_image else trainer.n_points
             reference = reference_batch(self.source.dataset, n, trainer.seed)
             self.preview_inputs = self.recipe.preview_inputs(reference, torch.Generator().manual_seed(trainer.seed))
+
+    def _speed_up(self, trainer: DictConfig) -> None:
+        """trainer.precision, channels_last and compile (gantrain/engine/acceleration.py)."""
+        self.recipe.precision = Precision(trainer.precision, self.device)
+        if self.recipe.precision.scaled and self.device.type == "cpu":
+            log.warning("trainer.precision=16 is slow on the CPU (few float16 kernels); bf16 is the CPU's mixed precision")
+        if trainer.channels_last:
+            to_channels_last(self.recipe.networks.values())
+        if trainer.compile:
+            trained = [name for name in self.recipe.optimizers if name in self.recipe.networks]
+            compile_networks(self.recipe.networks, trained, trainer.compile_mode, trainer.compile_backend)
 
     def _restore(self, target: str) -> None:
         path, saved = resolve_checkpoint(target)
@@ -246,6 +267,7 @@ class Trainer:
         with StopSignals() as signals:
             try:
                 values = self._train(signals)
+                self.world.wait_for_all()  # no rank tears the process group down while another still uses it
             except KeyboardInterrupt:  # a second Ctrl-C: no more checkpoints, the ones on disk are whole
                 print(f"gantrain: stopped at once (Ctrl-C) after step {self.step}; {self.kept_checkpoint()}",
                       file=sys.stderr)
@@ -255,6 +277,8 @@ class Trainer:
                 raise self._diverged(f"{failure.culprit} at step {self.step + 1} ({failure.network})", advice) from None
             except CheckpointNotWritten as failure:
                 raise UserError(f"{failure}; {self.kept_checkpoint()}") from None
+            finally:
+                leave_world()
         if signals.received is not None:
             print(f"{signal.Signals(signals.received).name}: stopped at step {self.step}, checkpoint saved. "
                   f"Resume with:\n  gantrain resume={self.run_dir}", file=sys.stderr)
@@ -278,27 +302,34 @@ class Trainer:
         values: dict[str, float] = {}
         started = time.monotonic()
         elapsed = lambda: self.elapsed_before + time.monotonic() - started  # noqa: E731
-        with RunLog(self.run_dir, total, self.step, trainer.progress) as log:
+        log_every, sample_every, checkpoint_every = trainer.log_every, trainer.sample_every, trainer.checkpoint_every
+        throughput = Throughput(self.world.size)
+        fetch = self._batch_source(throughput)
+        log_to = RunLog(self.run_dir, total, self.step, trainer.progress) if self.world.is_main else SilentLog()
+        with log_to as log:
             if getattr(self, "resumed_from", None):
                 log.note(f"resumed from {self.resumed_from} at step {self.step}")
             last_preview = last_checkpoint = last_evaluation = None
-            while signals.received is None and not self.budget.exhausted(self.step, self.epochs_done(), elapsed()):
-                scalars = self.recipe.train_step(self.stream.next)
+            while not self._should_stop(signals, elapsed()):
+                with self.recipe.precision.autocast():
+                    scalars = self.recipe.train_step(fetch)
                 self.recipe.end_step()
+                self.world.share_buffers(self.recipe.networks.values())
                 self.step += 1
                 self._report_skipped_update(log)
-                if self.step % trainer.log_every == 0 or self.step == 1:
-                    values = {**to_floats(scalars), **self.recipe.learning_rates(), **self._skip_counts(),
-                              "epoch": self.epochs_done()}
+                if self.step % log_every == 0 or self.step == 1:
+                    values = self.world.mean({**to_floats(scalars), **self.recipe.learning_rates(),
+                                              **self._skip_counts(), **self.recipe.precision.scales(),
+                                              **throughput.report(), "epoch": self.epochs_done()})
                     log.scalars(self.step, values)
                 log.advance(self.step, values)
-                if self.step % trainer.sample_every == 0:
+                if self.step % sample_every == 0:
                     self._preview(log)
                     last_preview = self.step
                 if self.evaluator is not None and self.evaluator.due(self.step):
                     self._evaluate(log, elapsed())
                     last_evaluation = self.step
-                if self.step % trainer.checkpoint_every == 0:
+                if self.step % checkpoint_every == 0:
                     self.save_checkpoint(elapsed(), periodic=True)
                     last_checkpoint = self.step
             if last_preview != self.step:
@@ -312,7 +343,26 @@ class Trainer:
                 log.note(f"{skipped} updates were skipped for non-finite values (TensorBoard: nonfinite/skipped)")
         return values
 
+    def _should_stop(self, signals: StopSignals, elapsed: float) -> bool:
+        """A signal or the budget; under data parallelism all ranks stop at the step the first one stops at."""
+        stop = signals.received is not None or self.budget.exhausted(self.step, self.epochs_done(), elapsed) is not None
+        return self.world.any(stop)
+
+    def _batch_source(self, throughput: Throughput) -> NextBatch:
+        """``stream.next`` timed (for images/s and the data-wait share), in channels-last when asked."""
+        to_layout = channels_last_batch if self.cfg.trainer.channels_last else None
+
+        def fetch() -> Batch:
+            with throughput.waiting_for_data():
+                batch = self.stream.next()
+            throughput.count(batch)
+            return to_layout(batch) if to_layout else batch
+
+        return fetch
+
     def _preview(self, log: RunLog) -> None:
+        if not self.world.is_main:
+            return
         with self.recipe.averaged_weights():  # grids show the weight average, when the recipe keeps one
             log.preview(self.step, self.recipe.preview(self.preview_inputs))
 
@@ -327,7 +377,13 @@ class Trainer:
             self.checkpoints.save_as(self.payload(elapsed), BEST)
 
     def save_checkpoint(self, elapsed: float, periodic: bool) -> None:
-        """Write a checkpoint, unless a weight has become NaN/Inf: a broken state never replaces a good one."""
+        """Write a checkpoint, unless a weight has become NaN/Inf: a broken state never replaces a good one.
+
+        Only rank 0 writes: every rank holds the same state (checked first).
+        """
+        self.world.check_same_weights(self.recipe.networks.values())
+        if not self.world.is_main:
+            return
         broken = self.recipe.nonfinite_networks()
         if broken:
             raise self._diverged(f"weights at step {self.step} ({broken[0]})", "lower the learning rate")

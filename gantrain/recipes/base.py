@@ -30,6 +30,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from gantrain.data.source import DataSpec
+from gantrain.engine.acceleration import Precision
+from gantrain.engine.distributed import current_world
 from gantrain.errors import UserError
 from gantrain.recipes.ema import WeightAverage
 from gantrain.registry import NETWORKS
@@ -72,6 +74,7 @@ class Recipe:
         self.skipped_updates = {name: 0 for name in self.optimizers}  # per optimizer, under the "skip" policy
         self.last_nonfinite: NonFiniteUpdate | None = None  # the most recent skipped update, for the loop to report
         self.averages: dict[str, WeightAverage] = {}  # network name -> its EMA (stored as network NAME_ema)
+        self.precision = Precision()  # set by the loop from trainer.precision
 
     def average_weights(self, network: str, decay: float | None) -> None:
         """Keep an EMA of ``network``'s weights (None: don't); grids, samples and metrics then use it."""
@@ -137,6 +140,7 @@ class Recipe:
             "schedulers": {name: sched.state_dict() for name, sched in self.schedulers.items()},
             "extra": self.extra_state(),
             "averages": {name: average.updates for name, average in self.averages.items()},
+            "grad_scalers": self.precision.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any], weights_only: bool = False) -> None:
@@ -163,6 +167,7 @@ class Recipe:
                 self.averages[name].updates = int(updates)
         if weights_only:
             return
+        self.precision.load_state_dict(state.get("grad_scalers", {}))
         for kind, parts in (("optimizers", self.optimizers), ("schedulers", self.schedulers)):
             for name, part in parts.items():
                 part.load_state_dict(state[kind][name])
@@ -170,21 +175,33 @@ class Recipe:
     def apply_update(self, network: str, total: torch.Tensor, terms: Mapping[str, torch.Tensor]) -> bool:
         """Back-propagate ``total`` and step ``network``'s optimizer, unless the loss or a gradient is not finite.
 
+        The backward pass and the step run outside autocast, through ``self.precision`` (float16: scaled
+        gradients, unscaled before the check). Under data parallelism the gradients (and the loss, so
+        every rank makes the same decision) are averaged over the ranks first.
         One device sync per update: the loss and every gradient's largest magnitude are checked together
         (the max-norm cannot overflow, so only a real NaN/Inf trips it). Only after a failure are ``terms``
         (the named parts of ``total``) and the parameters looked at one by one, to name the culprit.
         Under the "stop" policy that raises ``NonFiniteUpdate`` before the step, so the weights stay as
         they were; under "skip" the gradients are dropped, the update is counted, and False is returned.
+        A float16 overflow of the gradients alone is not a failure: the GradScaler skips that step and
+        lowers its scale.
         """
         optimizer = self.optimizers[network]
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if all_finite([total, *gradients]):
-            optimizer.step()
-            if network in self.averages:
-                self.averages[network].update()
-            return True
+        with self.precision.full_precision():
+            self.precision.backward(network, total)
+            gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            loss = total.detach().float().reshape(1).clone()
+            current_world().average_([loss, *gradients])
+            self.precision.unscale(network, optimizer)
+            if all_finite([loss, *gradients]):
+                self.precision.step(network, optimizer)
+                if network in self.averages:
+                    self.averages[network].update()
+                return True
+            if self.precision.scaled and all_finite([loss]):
+                self.precision.step(network, optimizer)  # skipped by the GradScaler, which lowers its scale
+                return False
         failure = NonFiniteUpdate(network, self._nonfinite_culprit(network, total, terms))
         if self.nonfinite_policy != "skip":
             raise failure

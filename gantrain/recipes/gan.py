@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from gantrain.data.source import DataSpec
+from gantrain.engine.distributed import sharded_draw
 from gantrain.errors import UserError
 from gantrain.losses.base import AdversarialLoss
 from gantrain.optim.optimizers import build_optimizer, build_schedule
@@ -65,7 +66,8 @@ class GANRecipe(Recipe):
         return recipe
 
     def noise(self, n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(n, self.latent_dim, device=device, generator=generator)
+        """n latent vectors for this rank (data parallel: its slice of the global batch's draw)."""
+        return sharded_draw(torch.randn, n, self.latent_dim, device=device, generator=generator)
 
     # --- hooks a conditional subclass overrides (gantrain/recipes/cgan.py) ---------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from gantrain.engine.distributed import sharded_draw
 from gantrain.options import as_float
 from gantrain.regularizers.base import Critic, Regularizer, input_gradient_norms
 from gantrain.registry import REGULARIZERS
@@ -27,7 +28,7 @@ class GradientPenalty(Regularizer):
 
     def penalty(self, critic: Critic, real: torch.Tensor,
                 fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        mix = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+        mix = sharded_draw(torch.rand, real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
         interpolates = mix * real.detach() + (1 - mix) * fake.detach()
         norms = input_gradient_norms(critic, interpolates)
         excess = norms - self.target
