@@ -126,17 +126,30 @@ def test_toy2d_logs_a_scatter_plot(tmp_path):
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["data_spec"]["shape"] == [2]
 
 
+def sample_in_process(*overrides: str) -> Path:
+    """``gantrain task=sample OVERRIDES`` without a subprocess's start-up (the CLI path is tested above and below)."""
+    from hydra import compose, initialize_config_dir
+
+    from gantrain.cli import config_dir
+    from gantrain.engine.sampling import sample
+    from gantrain.registry import load_builtin_parts
+
+    load_builtin_parts()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return sample(compose("gantrain", ["task=sample", "device=cpu", *overrides]))
+
+
 def test_sample_task_writes_grid_folder_and_npz(tmp_path):
     run = tmp_path / "run"
     run_cli("model=gan", "trainer.max_steps=2", f"hydra.run.dir={run}", *FAST, cwd=tmp_path)
     run_cli("task=sample", f"checkpoint={run / 'checkpoints' / 'last.pt'}", "n=9", "out=grid.png", "device=cpu",
             cwd=tmp_path)
     assert Image.open(tmp_path / "grid.png").size == (3 * 18 + 2, 3 * 18 + 2)
-    run_cli("task=sample", f"checkpoint={run}", "n=5", "out=each/", "device=cpu", cwd=tmp_path)
+    sample_in_process(f"checkpoint={run}", "n=5", f"out={tmp_path / 'each'}/")
     assert sorted(p.name for p in (tmp_path / "each").iterdir()) == [f"sample_{i:06d}.png" for i in range(5)]
     assert Image.open(tmp_path / "each" / "sample_000000.png").size == (16, 16)
-    run_cli("task=sample", f"checkpoint={run}", "n=7", "seed=3", "out=x.npz", "device=cpu", cwd=tmp_path)
-    run_cli("task=sample", f"checkpoint={run}", "n=7", "seed=3", "out=y.npz", "device=cpu", cwd=tmp_path)
+    sample_in_process(f"checkpoint={run}", "n=7", "seed=3", f"out={tmp_path / 'x.npz'}")
+    sample_in_process(f"checkpoint={run}", "n=7", "seed=3", f"out={tmp_path / 'y.npz'}")
     x, y = np.load(tmp_path / "x.npz")["samples"], np.load(tmp_path / "y.npz")["samples"]
     assert x.shape == (7, 1, 16, 16) and np.array_equal(x, y) and x.min() >= -1 and x.max() <= 1
     assert not (tmp_path / "outputs").exists()  # sampling makes no run folder
