@@ -107,7 +107,6 @@ def test_float16_still_stops_on_a_non_finite_loss():
 
 def test_grad_scaler_state_survives_a_checkpoint_round_trip():
     recipe = linear_recipe("16")
-    net = recipe.networks["net"]
     recipe.apply_update("net", overflowing_loss(recipe), {})  # halves the scale
     restored = linear_recipe("16")
     restored.load_state_dict(recipe.state_dict())
