@@ -70,7 +70,7 @@ def objective_value(name: str, scalars: dict[str, float], trainer: Any) -> float
 
     if name in scalars:
         return float(scalars[name])
-    if not getattr(getattr(trainer, "world", None), "is_main", True):
+    if not trainer.world.is_main:
         return float("nan")  # data parallel: only rank 0 evaluates, and only its value reaches a sweeper
     evaluator, metrics = trainer.evaluator, {}
     if evaluator is not None:
@@ -100,7 +100,7 @@ def launch_ranks(cfg: DictConfig, overrides: list[str], run_dir: Path) -> int:
     devices = cfg.trainer.devices
     if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
         raise UserError(f"trainer.devices must be a positive number of processes, got {devices!r}")
-    arguments = [o for o in overrides if (_split(o) or ("",))[0] != "hydra.run.dir"] + [f"hydra.run.dir={run_dir}"]
+    arguments = [o for o in overrides if override_key(o) != "hydra.run.dir"] + [f"hydra.run.dir={run_dir}"]
     try:
         torchrun(["--standalone", f"--nproc_per_node={devices}", "-m", "gantrain", *arguments])
     except ChildFailedError as failure:
@@ -137,6 +137,12 @@ def _split(arg: str) -> tuple[str, str] | None:
     return (match["key"], match["value"]) if match else None
 
 
+def override_key(arg: str) -> str | None:
+    """The key an override sets (``hydra.run.dir`` of ``hydra.run.dir=out``), None for other arguments."""
+    parsed = _split(arg)
+    return parsed[0] if parsed else None
+
+
 def check_group_choices(args: list[str]) -> None:
     """``model=foo`` -> one line listing the presets (Hydra's own message spans many lines)."""
     for arg in args:
@@ -158,7 +164,7 @@ def resume_arguments(args: list[str]) -> list[str]:
 
     path, saved = resolve_checkpoint(target)
     given = {parsed[0] for parsed in map(_split, args) if parsed}
-    earlier = [o for o in saved.get("overrides", []) if (_split(o) or ("",))[0] not in given]
+    earlier = [o for o in saved.get("overrides", []) if override_key(o) not in given]
     run_dir = run_dir_of(path)
     placement = [f"hydra.run.dir={run_dir}"] if run_dir and "hydra.run.dir" not in given else []
     return earlier + args + placement
@@ -179,7 +185,7 @@ def rank_arguments(args: list[str]) -> list[str]:
     """Under torchrun, ranks other than 0 make no run folder and no log file: rank 0 writes for all."""
     if int(os.environ.get("RANK", "0")) == 0:
         return args
-    return [a for a in args if (_split(a) or ("",))[0] != "hydra.run.dir"] + NO_RUN_FOLDER
+    return [a for a in args if override_key(a) != "hydra.run.dir"] + NO_RUN_FOLDER
 
 
 def one_line(error: BaseException) -> str:
