@@ -74,13 +74,13 @@ def objective_value(name: str, scalars: dict[str, float], trainer: Any) -> float
         return float("nan")  # data parallel: only rank 0 evaluates, and only its value reaches a sweeper
     evaluator, metrics = trainer.evaluator, {}
     if evaluator is not None:
-        outputs = [evaluator.value_name(m, out) for m in evaluator.metrics.values() for out in m.outputs]
+        outputs = list(evaluator.value_names())
         log = Path(trainer.run_dir) / METRICS_LOG
         lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
         final = json.loads(lines[-1]) if lines else {}  # the evaluation at the end of the budget
         metrics = {out: final[out] for out in outputs if out in final}
         for out, value in metrics.items():
-            if name in (out, out.split("@")[0]):
+            if name in (out, out.split("@")[0], out.split("/")[0].split("@")[0]):
                 best = evaluator.best if evaluator.best_name == out else None
                 return float(best["value"] if best is not None else value)
     logged = ", ".join([*scalars, *metrics]) or "(nothing)"

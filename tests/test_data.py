@@ -372,7 +372,7 @@ def test_stream_drop_last() -> None:
     assert len(set(sum(epoch0, []))) == 20
     assert stream.epoch == 0
     take(stream, 1)
-    assert stream.state_dict() == {"epoch": 1, "batches_taken": 1}
+    assert stream.state_dict() == {"epoch": 1, "samples_taken": 5}
 
 
 def test_stream_keep_last() -> None:
@@ -409,7 +409,7 @@ def test_stream_state_survives_torch_save(tmp_path: Path) -> None:
     take(stream, 3)
     torch.save(stream.state_dict(), tmp_path / "state.pt")
     state = torch.load(tmp_path / "state.pt", weights_only=True)
-    assert state == {"epoch": 1, "batches_taken": 1}
+    assert state == {"epoch": 1, "samples_taken": 5}
 
 
 def test_stream_image_dataset() -> None:

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from gantrain.data.source import DataSource, DataSpec, TensorImages, TensorPoints
 from gantrain.data.stream import BatchStream, keeps_on_device, mirror
-from gantrain.engine.trainer import DATA_LOOP_KEYS, build_data
+from gantrain.data.build import DATA_LOOP_KEYS, build_data
 from gantrain.errors import UserError
 from gantrain.registry import DATASETS, load_builtin_parts
 
@@ -177,7 +177,7 @@ def test_rank_slices_make_up_the_global_batch(kind: str, world_size: int) -> Non
         assert all(len(p["label"]) == 4 // world_size for p in parts)
         assert same_batches([{k: torch.cat([p[k] for p in parts]) for k in parts[0]}], [whole[step]])
         assert all(rank.state_dict() == ranks[0].state_dict() for rank in ranks)
-    assert ranks[0].state_dict() == {"epoch": 1, "batches_taken": 3}
+    assert ranks[0].state_dict() == {"epoch": 1, "samples_taken": 12}
 
 
 def test_rank_resume_matches_uninterrupted() -> None:

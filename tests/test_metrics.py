@@ -23,7 +23,7 @@ from conftest import FAST, REPO, run_cli
 from gantrain.data.source import DataSpec
 from gantrain.data.toy2d import mixture_modes
 from gantrain.engine.evaluation import Evaluator
-from gantrain.engine.trainer import build_data
+from gantrain.data.build import build_data
 from gantrain.errors import UserError
 from gantrain.metrics.base import GeneratedBatch, Reference, accumulate_moments
 from gantrain.metrics.coverage import mode_statistics

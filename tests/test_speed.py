@@ -13,7 +13,8 @@ from conftest import FAST, run_cli
 from gantrain.cli import config_dir
 from gantrain.engine.acceleration import Precision, compile_networks, set_cuda_flags, to_channels_last
 from gantrain.engine.run_log import DATA_SHARE, IMAGES_PER_SECOND, Throughput, speed_text
-from gantrain.engine.trainer import build_data, build_recipe
+from gantrain.data.build import build_data
+from gantrain.engine.trainer import build_recipe
 from gantrain.errors import UserError
 from gantrain.recipes.base import NonFiniteUpdate, Recipe
 from gantrain.registry import load_builtin_parts

@@ -47,7 +47,7 @@ def test_train_on_mnist_idx_files_writes_checkpoint_events_and_grid(model, mnist
     assert saved["data_spec"]["shape"] == [1, 28, 28]
     assert saved["preview"]["noise"].shape[0] == 16
     assert {"torch", "python", "numpy", "cuda"} <= set(saved["rng"])
-    assert saved["data"] == {"epoch": 0, "batches_taken": 4}
+    assert saved["data"] == {"epoch": 0, "samples_taken": 4 * 16}
     assert saved["gantrain_version"]
 
     scalars = tensorboard_scalars(run)

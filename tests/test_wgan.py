@@ -54,7 +54,7 @@ def test_wgan_gp_preset_trains_end_to_end_with_its_defaults(mnist_root, tmp_path
     assert tuple(d_group["betas"]) == (0.0, 0.9) and d_group["lr"] == pytest.approx(1e-4)  # really Adam, as configured
     assert optimizer_steps(optimizers["discriminator"]) == {5 * 3}  # n_critic critic steps per generator step
     assert optimizer_steps(optimizers["generator"]) == {3}
-    assert saved["data"]["batches_taken"] == 5 * 3  # each critic step draws its own batch
+    assert saved["data"]["samples_taken"] == 5 * 3 * 16  # each critic step draws its own batch
 
     scalars = tensorboard_scalars(run)
     assert {"wasserstein_estimate", "penalty/gradient", "critic/grad_norm", "loss/d", "loss/g"} <= set(scalars)
@@ -145,7 +145,8 @@ def test_wgan_gp_moves_generated_points_onto_the_8_gaussians(one_torch_thread):
     from gantrain.cli import config_dir
     from gantrain.data.stream import BatchStream
     from gantrain.engine.rng import seed_everything
-    from gantrain.engine.trainer import build_data, build_recipe
+    from gantrain.data.build import build_data
+    from gantrain.engine.trainer import build_recipe
     from gantrain.registry import load_builtin_parts
     from gantrain.regularizers.gradient_penalty import GradientPenalty
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -12,28 +12,79 @@ from torch.utils.data import Dataset
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What networks must adapt to. Stored in checkpoints so sampling needs no data."""
+    """What networks must adapt to. Stored in checkpoints so sampling and translating need no data.
+
+    Batches say what they hold: noise-to-image data hands out ``real`` (and ``label``); paired
+    translation ``source``/``target``; unpaired ``a``/``b``; super-resolution ``lr``/``hr``.
+    ``keys`` gives one item's shape under each key (None: the noise-to-image default, ``real``
+    of ``shape``); ``shape`` is what a generator makes (the target side for image-to-image data).
+    """
 
     shape: tuple[int, ...]  # one sample: (C, H, W) for images, (D,) for points
     num_classes: int | None = None  # None: the data has no labels
     bounded: bool = True  # samples lie in [-1, 1] (images); toy points do not
+    keys: dict[str, tuple[int, ...]] | None = None  # batch key -> one item's shape (None: {"real": shape})
+    scale: int = 1  # super-resolution: how many times larger the output side is than the input side
+    epoch_size: int | None = None  # training samples per epoch (epoch-based schedules); not part of the shape
 
     @property
     def is_image(self) -> bool:
         return len(self.shape) == 3
 
+    @property
+    def batch_keys(self) -> dict[str, tuple[int, ...]]:
+        """Every key a training batch holds, with one item's shape (a label is a scalar: ())."""
+        if self.keys is not None:
+            return dict(self.keys)
+        return {"real": tuple(self.shape), **({"label": ()} if self.num_classes else {})}
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "shape": list(self.shape)}
+        values = {**asdict(self), "shape": list(self.shape)}
+        if self.keys is not None:
+            values["keys"] = {key: list(shape) for key, shape in self.keys.items()}
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "DataSpec":
-        return cls(**{**values, "shape": tuple(values["shape"])})
+        keys = values.get("keys")
+        return cls(**{**values, "shape": tuple(values["shape"]),
+                      "keys": {k: tuple(v) for k, v in keys.items()} if keys is not None else None})
+
+    def same_shape(self, other: "DataSpec") -> bool:
+        """Whether networks built for one fit the other (the epoch size may differ)."""
+        return (self.shape, self.num_classes, self.bounded, self.batch_keys, self.scale) == \
+            (other.shape, other.num_classes, other.bounded, other.batch_keys, other.scale)
+
+    def describe(self) -> str:
+        """'real [1, 28, 28]' / 'source [3, 256, 256], target [3, 256, 256]': for messages."""
+        return ", ".join(f"{key} {list(shape)}" for key, shape in self.batch_keys.items() if shape)
 
 
 @dataclass
 class DataSource:
-    dataset: Dataset  # items are dicts: {"real": tensor, "label": tensor (when labelled)}
+    """The training samples, their spec, and the held-out splits (val, test) when the data has them.
+
+    Grids and metrics of families that take images in use a held-out split, never training data.
+    """
+
+    dataset: Dataset  # items are dicts: {"real": tensor, "label": tensor (when labelled)}, or the keys of spec
     spec: DataSpec
+    held_out: dict[str, Dataset] = field(default_factory=dict)  # split name ("val", "test") -> its samples
+
+    def split(self, preferred: tuple[str, ...]) -> tuple[str, Dataset]:
+        """The first held-out split of ``preferred`` that exists, else ("train", the training data)."""
+        for name in preferred:
+            if name in self.held_out:
+                return name, self.held_out[name]
+        return "train", self.dataset
+
+    def preview_split(self) -> tuple[str, Dataset]:
+        """Where fixed preview inputs come from: val, else test, else the training data."""
+        return self.split(("val", "test"))
+
+    def evaluation_split(self) -> tuple[str, Dataset]:
+        """What task=eval scores on: test, else val, else the training data."""
+        return self.split(("test", "val"))
 
 
 def normalise_uint8(images: torch.Tensor) -> torch.Tensor:

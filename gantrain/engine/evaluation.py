@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, default_collate
 
+from gantrain.data.build import build_data
 from gantrain.data.source import DataSource
 from gantrain.data.stream import BatchStream
 from gantrain.errors import UserError
-from gantrain.metrics.base import REFERENCE_KINDS, GeneratedBatch, Metric, Reference, accumulate_moments
-from gantrain.options import positive_int
+from gantrain.metrics.base import (REFERENCE_KINDS, Comparison, GeneratedBatch, Metric, Outputs, Reference,
+                                   accumulate_moments)
 from gantrain.metrics.cache import ReferenceCache, cache_key
-from gantrain.metrics.features import FeatureNetwork, build_features
+from gantrain.options import positive_int
+from gantrain.metrics.features import INCEPTION, INCEPTION_FILE, FeatureNetwork, build_features, inception_available
 from gantrain.registry import METRICS, unknown_choice
 
 METRICS_LOG = "metrics.jsonl"  # in the run folder: one JSON object per evaluation
@@ -50,10 +53,28 @@ def _forked_rng(device: torch.device) -> Any:
     return torch.random.fork_rng(devices=devices)
 
 
-class Evaluator:
-    """The configured metrics, the feature network, the reference statistics and the best value so far."""
+def sampled(sample: Sampler) -> Outputs:
+    """A sampler's outputs, ``batch_size`` at a time (no targets): what a noise-to-image model is measured on."""
 
-    def __init__(self, options: DictConfig, source: DataSource, data_cfg: DictConfig, device: torch.device) -> None:
+    def produce(limit: int, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, None]]:
+        produced = 0
+        while produced < limit:
+            samples = sample(min(batch_size, limit - produced), generator)
+            produced += len(samples)
+            yield samples, None
+
+    return produce
+
+
+class Evaluator:
+    """The configured metrics, the feature network, the reference statistics and the best value so far.
+
+    What is measured is a list of comparisons (gantrain/metrics/base.py) the recipe names: by default one,
+    the samples of the sampler ``evaluate`` is given against the training data.
+    """
+
+    def __init__(self, options: DictConfig, source: DataSource, data_cfg: DictConfig, device: torch.device,
+                 comparisons: Sequence[Comparison] | None = None) -> None:
         names = list(options.get("names") or [])
         if len(set(names)) != len(names):
             raise UserError(f"metrics.names lists a metric twice: {names}")
@@ -65,48 +86,76 @@ class Evaluator:
         self.batch_size = positive_int(options.batch_size, "metrics.batch_size")
         self.seed = int(options.seed)
         self.source = source
+        self.comparisons = list(comparisons) if comparisons is not None else [Comparison("", source.dataset, "train")]
         real = options.get("real_samples")
-        self.real_samples = len(source.dataset) if real is None else min(positive_int(real, "metrics.real_samples"),
-                                                                          len(source.dataset))
+        self._real_limit = None if real is None else positive_int(real, "metrics.real_samples")
         self.device = device
         self.metrics: dict[str, Metric] = {
             name: METRICS.build(name, options.get(name) or {}, data_name=data_cfg.get("name"), data_spec=source.spec)
             for name in names}
+        paired = [c.name or "the outputs" for c in self.comparisons if c.has_targets]
+        for name, metric in self.metrics.items():
+            if metric.needs_targets and not paired:
+                raise UserError(f"metric '{name}' compares outputs with paired targets, which this model and data "
+                                "do not have; use fid or kid (or psnr/ssim/l1 with paired data)")
         self.features: FeatureNetwork | None = None
         if any(m.uses_features or m.uses_logits for m in self.metrics.values()):
             with _forked_rng(device):  # building a network draws initial weights: not from the training's stream
                 self.features = build_features(options.features, options.get("inception_weights"),
                                                bool(options.get("download", True)), source.spec, device)
         self.cache = ReferenceCache(options.get("cache_dir"))
-        self.description = self._describe(data_cfg)
-        self.key = cache_key(self.description)
-        self._reference: Reference | None = None
+        self.data_description = self._describe_data(data_cfg)
+        self._references: dict[str, Reference] = {}
         self.best_name, self.higher_is_better = self._best_output(options.get("best"))
         self.best: dict[str, float] | None = None  # {"value": ..., "step": ...}
 
-    def _describe(self, data_cfg: DictConfig) -> dict[str, Any]:
-        """Everything the reference statistics depend on (the cache key)."""
+    @property
+    def real_samples(self) -> int:
+        """Reference samples of the first comparison (the only one of a noise-to-image model)."""
+        return self.reference_count(self.comparisons[0])
+
+    def reference_count(self, comparison: Comparison) -> int:
+        size = len(comparison.reference)
+        return size if self._real_limit is None else min(self._real_limit, size)
+
+    def _describe_data(self, data_cfg: DictConfig) -> dict[str, Any]:
         data = OmegaConf.to_container(data_cfg, resolve=True)
         for how_it_is_read in (*BatchStream.CONFIG_KEYS, "cache", "cache_max_gb"):  # same images either way
             data.pop(how_it_is_read, None)
         if isinstance(data.get("root"), str):
             data["root"] = str(Path(data["root"]).expanduser().resolve())
-        return {"data": data, "shape": list(self.source.spec.shape), "size": len(self.source.dataset),
-                "reference_samples": self.real_samples, "seed": self.seed,
-                "features": self.features.identity if self.features else None}
+        return data
 
-    def value_name(self, metric: Metric, output: str) -> str:
-        """``fid`` in Inception features, ``fid@NAME`` in the user's own."""
+    def description(self, comparison: Comparison) -> dict[str, Any]:
+        """Everything a comparison's reference statistics depend on (the cache key)."""
+        described = {"data": self.data_description, "shape": list(self.source.spec.shape),
+                     "size": len(comparison.reference), "reference_samples": self.reference_count(comparison),
+                     "seed": self.seed, "features": self.features.identity if self.features else None}
+        if comparison.reference_split != "train":
+            described["split"] = comparison.reference_split
+        return described
+
+    def applies(self, metric: Metric, comparison: Comparison) -> bool:
+        return comparison.has_targets or not metric.needs_targets
+
+    def value_name(self, metric: Metric, output: str, comparison: Comparison | None = None) -> str:
+        """``fid`` in Inception features, ``fid@NAME`` in the user's own; ``/DIRECTION`` for a named comparison."""
         own = metric.uses_features or metric.uses_logits
-        return f"{output}@{self.features.name}" if own and self.features and not self.features.is_standard else output
+        name = f"{output}@{self.features.name}" if own and self.features and not self.features.is_standard else output
+        return f"{name}/{comparison.name}" if comparison is not None and comparison.name else name
+
+    def value_names(self) -> dict[str, bool | None]:
+        """Every value an evaluation reports, with which way is better (None: not a ranking)."""
+        return {self.value_name(metric, output, comparison): higher
+                for comparison in self.comparisons for metric in self.metrics.values()
+                if self.applies(metric, comparison) for output, higher in metric.outputs.items()}
 
     def _best_output(self, best: str | None) -> tuple[str | None, bool]:
         if best is None:
             return None, False
-        ranked = {self.value_name(m, out): higher for m in self.metrics.values()
-                  for out, higher in m.outputs.items() if higher is not None}
+        ranked = {name: higher for name, higher in self.value_names().items() if higher is not None}
         for name, higher in ranked.items():
-            if best in (name, name.split("@")[0]):
+            if best in (name, name.split("@")[0], name.split("/")[0].split("@")[0]):
                 return name, higher
         raise UserError(f"metrics.best={best} is not a value the configured metrics report; choose from: "
                         f"{', '.join(ranked) or '(none: set metrics.names first)'}")
@@ -116,26 +165,31 @@ class Evaluator:
     def due(self, step: int) -> bool:
         return step % self.every == 0
 
-    def reference(self) -> Reference:
+    def reference(self, comparison: Comparison | None = None) -> Reference:
         """The real data's statistics: from memory, from the disk cache, or computed (then cached)."""
-        if self._reference is None:
-            needs = sorted({kind for m in self.metrics.values() for kind in m.reference_needs})
-            loaded = {kind: self.cache.load(self.key, kind) for kind in needs}
+        comparison = comparison or self.comparisons[0]
+        if comparison.name not in self._references:
+            needs = sorted({kind for m in self.metrics.values() if self.applies(m, comparison)
+                            for kind in m.reference_needs})
+            description = self.description(comparison)
+            key = cache_key(description)
+            loaded = {kind: self.cache.load(key, kind) for kind in needs}
             missing = [kind for kind, tensors in loaded.items() if tensors is None]
             if missing:
-                for kind, tensors in self.compute_reference(missing).items():
-                    self.cache.save(self.key, kind, tensors, self.description)
+                for kind, tensors in self.compute_reference(missing, comparison).items():
+                    self.cache.save(key, kind, tensors, description)
                     loaded[kind] = tensors
             features = loaded.get("features")
-            self._reference = Reference(moments=loaded.get("moments"),
-                                        features=features["features"].to(self.device) if features else None)
-        return self._reference
+            self._references[comparison.name] = Reference(
+                moments=loaded.get("moments"), features=features["features"].to(self.device) if features else None)
+        return self._references[comparison.name]
 
-    def compute_reference(self, kinds: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+    def compute_reference(self, kinds: list[str], comparison: Comparison | None = None) -> dict[str, dict[str, torch.Tensor]]:
         """One pass of the feature network over the reference samples, for every kind asked for."""
         assert set(kinds) <= set(REFERENCE_KINDS), kinds
+        comparison = comparison or self.comparisons[0]
         moments, features = None, []
-        for batch in real_batches(self.source.dataset, self.real_samples, self.batch_size, self.seed):
+        for batch in real_batches(comparison.reference, self.reference_count(comparison), self.batch_size, self.seed):
             batch_features = self.features(batch)[0]
             if "moments" in kinds:
                 moments = accumulate_moments(moments, batch_features)
@@ -149,26 +203,39 @@ class Evaluator:
         return computed
 
     @torch.no_grad()
-    def evaluate(self, sample: Sampler) -> dict[str, float]:
-        """Every metric on ``metrics.eval_samples`` samples drawn batch by batch from ``sample``."""
+    def evaluate(self, sample: Sampler | None = None) -> dict[str, float]:
+        """Every metric of every comparison on at most ``metrics.eval_samples`` outputs, batch by batch.
+
+        ``sample`` draws the outputs of comparisons that bring none of their own (a generator's samples).
+        """
+        values: dict[str, float] = {}
         with _forked_rng(self.device):
-            torch.manual_seed(self.seed)  # torchmetrics' KID/IS subsets are drawn from the global generator
-            reference = self.reference()
-            for metric in self.metrics.values():
-                metric.start()
-            generator = torch.Generator().manual_seed(self.seed)
-            produced = 0
-            while produced < self.samples:
-                samples = sample(min(self.batch_size, self.samples - produced), generator)
-                features = logits = None
-                if self.features is not None:
-                    features, logits = self.features(samples)
-                batch = GeneratedBatch(samples.to(self.device), features, logits)
-                for metric in self.metrics.values():
-                    metric.update(batch)
-                produced += len(samples)
-            return {self.value_name(metric, output): value for metric in self.metrics.values()
-                    for output, value in metric.compute(reference).items()}
+            for comparison in self.comparisons:
+                torch.manual_seed(self.seed)  # torchmetrics' KID/IS subsets (and test-time dropout) draw from it
+                values.update(self._measure(comparison, sample))
+        return values
+
+    def _measure(self, comparison: Comparison, sample: Sampler | None) -> dict[str, float]:
+        metrics = [metric for metric in self.metrics.values() if self.applies(metric, comparison)]
+        reference = self.reference(comparison)
+        for metric in metrics:
+            metric.start()
+        produce = comparison.outputs
+        if produce is None:
+            if sample is None:
+                raise ValueError("this comparison measures a sampler's outputs, but none was given")
+            produce = sampled(sample)
+        generator = torch.Generator().manual_seed(self.seed)
+        for outputs, targets in produce(self.samples, self.batch_size, generator):
+            features = logits = None
+            if self.features is not None:
+                features, logits = self.features(outputs)
+            extra = {"targets": targets.to(self.device)} if targets is not None else {}
+            batch = GeneratedBatch(outputs.to(self.device), features, logits, extra)
+            for metric in metrics:
+                metric.update(batch)
+        return {self.value_name(metric, output, comparison): value for metric in metrics
+                for output, value in metric.compute(reference).items()}
 
     # --- recording -----------------------------------------------------------------------------------
 
@@ -211,12 +278,13 @@ class Evaluator:
         log_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
-def build_evaluator(cfg: DictConfig, source: DataSource, device: torch.device) -> Evaluator | None:
+def build_evaluator(cfg: DictConfig, source: DataSource, device: torch.device,
+                    comparisons: Sequence[Comparison] | None = None) -> Evaluator | None:
     """The run's evaluator, or None when ``metrics.names`` is empty."""
     options = cfg.get("metrics")
     if not options or not options.get("names"):
         return None
-    return Evaluator(options, source, cfg.data, device)
+    return Evaluator(options, source, cfg.data, device, comparisons)
 
 
 # --- task=eval ---------------------------------------------------------------------------------------
@@ -233,54 +301,80 @@ def _data_overrides() -> list[str]:
     return [o.split("=", 1)[0].lstrip("+~") for o in task if o.lstrip("+~").startswith("data.")]
 
 
-def evaluate_checkpoint(cfg: DictConfig) -> Path:
-    """``task=eval``: the configured metrics for a checkpoint; a table on the console, JSON beside the checkpoint."""
-    from rich.console import Console
-    from rich.table import Table
+def evaluation_metrics(cfg: DictConfig, trained: DictConfig, defaults: Sequence[str]) -> DictConfig:
+    """The metrics options of task=eval: the names given, else the run's own, else the model's defaults.
 
-    from gantrain.data.source import DataSpec
-    from gantrain.engine.checkpoint import resolve_checkpoint
-    from gantrain.engine.device import resolve_device
-    from gantrain.engine.trainer import build_data
-    from gantrain.registry import RECIPES, import_plugins
-
-    if not cfg.get("checkpoint"):
-        raise UserError("task=eval needs checkpoint=PATH (a .pt file or a run folder)")
-    if not (cfg.get("metrics") or {}).get("names"):
+    Default Inception metrics are dropped (with a warning) when their weights cannot be had offline, so
+    a plain ``task=eval`` of a translation model still reports L1/PSNR/SSIM without internet.
+    """
+    options = OmegaConf.create(OmegaConf.to_container(cfg.metrics, resolve=True))
+    if options.get("names"):
+        return options
+    names = list((trained.get("metrics") or {}).get("names") or defaults)
+    if not names:
         raise UserError("task=eval needs metrics to compute, e.g. 'metrics.names=[fid,kid]'")
-    path, saved = resolve_checkpoint(cfg.checkpoint)
-    trained = OmegaConf.create(saved["config"])
-    import_plugins(trained.get("plugins"))
-    data_cfg = trained.data
+    if options.features == INCEPTION and not inception_available(options.get("inception_weights"),
+                                                                 bool(options.get("download", True))):
+        inception = [name for name in names if name in ("fid", "kid", "is", "precision_recall")]
+        if inception and len(inception) < len(names):
+            warnings.warn(f"skipping {', '.join(inception)}: the Inception weights {INCEPTION_FILE} are not available "
+                          "offline (see README 'Offline use')", stacklevel=2)
+            names = [name for name in names if name not in inception]
+    options.names = names
+    return options
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> Path:
+    """``task=eval``: the metrics of a checkpoint; a table per comparison on the console, JSON beside the checkpoint."""
+    from gantrain.engine.restore import load_trained
+
+    model = load_trained(cfg.get("checkpoint"), cfg.device.name, "eval")
+    data_cfg = model.config.data
     for key in _data_overrides():
         OmegaConf.update(data_cfg, key.removeprefix("data."), OmegaConf.select(cfg, key), force_add=True)
-    device = resolve_device(cfg.device.name)
     source = build_data(data_cfg)
-    spec = DataSpec.from_dict(saved["data_spec"])
-    if source.spec.shape != spec.shape:
-        raise UserError(f"the data has shape {list(source.spec.shape)}, the checkpoint was trained on {list(spec.shape)}")
-    recipe = RECIPES.get(trained.model.recipe).from_config(trained, spec, device)
-    recipe.load_state_dict(saved["recipe"], weights_only=True)
-    evaluator = Evaluator(cfg.metrics, source, data_cfg, device)
+    if not source.spec.same_shape(model.spec):
+        raise UserError(f"the data holds {source.spec.describe()}, the checkpoint was trained on {model.spec.describe()}")
+    recipe = model.recipe
+    options = evaluation_metrics(cfg, model.config, recipe.default_metrics)
+    evaluator = Evaluator(options, source, data_cfg, model.device, recipe.comparisons(source, source.evaluation_split()))
     started = time.monotonic()
     with recipe.averaged_weights():
         values = evaluator.evaluate(recipe.sample)
     seconds = time.monotonic() - started
+    report_evaluation(evaluator, values, f"{model.path} at step {model.step}", bool(recipe.averages))
+    out = model.path.with_name(f"{model.path.stem}.metrics.json")
     features = evaluator.features.name if evaluator.features else None
-    console = Console()
-    console.print(f"{path} at step {saved['step']}: {evaluator.samples} generated vs {evaluator.real_samples} real "
-                  f"samples{f', {features} features' if features else ''}"
-                  f"{', averaged generator weights' if recipe.averages else ''}", highlight=False, soft_wrap=True)
-    table = Table()
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in values.items():
-        table.add_row(name, f"{value:.6g}")
-    console.print(table)
-    out = path.with_name(f"{path.stem}.metrics.json")
-    out.write_text(json.dumps({"checkpoint": str(path), "step": int(saved["step"]), "eval_samples": evaluator.samples,
+    out.write_text(json.dumps({"checkpoint": str(model.path), "step": model.step, "eval_samples": evaluator.samples,
                                "reference_samples": evaluator.real_samples, "features": features,
+                               "comparisons": {c.name or "outputs": c.reference_split for c in evaluator.comparisons},
                                "averaged_weights": bool(recipe.averages), "seconds": round(seconds, 3),
                                "values": values}, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
     return out
+
+
+def report_evaluation(evaluator: Evaluator, values: dict[str, float], what: str, averaged: bool) -> None:
+    """One table per comparison (per direction of a translation), with what was compared above it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    features = evaluator.features.name if evaluator.features else None
+    for comparison in evaluator.comparisons:
+        suffix = f"/{comparison.name}" if comparison.name else ""
+        rows = {name.removesuffix(suffix): value for name, value in values.items()
+                if (name.endswith(suffix) if suffix else "/" not in name)}
+        if not rows:
+            continue
+        compared = (f"{evaluator.samples} generated vs {evaluator.reference_count(comparison)} real samples"
+                    if comparison.outputs is None else f"outputs for the {comparison.reference_split} split")
+        console.print(f"{what}{f' {comparison.name}' if comparison.name else ''}: {compared}"
+                      f"{f', {features} features' if features else ''}{', averaged generator weights' if averaged else ''}",
+                      highlight=False, soft_wrap=True)
+        table = Table()
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for name, value in rows.items():
+            table.add_row(name, f"{value:.6g}")
+        console.print(table)

@@ -6,16 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from gantrain.data.source import DataSpec
-from gantrain.engine.checkpoint import resolve_checkpoint
-from gantrain.engine.device import resolve_device
+from gantrain.engine.restore import load_trained
 from gantrain.engine.visuals import image_grid, save_picture, scatter_image
 from gantrain.errors import UserError
 from gantrain.options import positive_int
 from gantrain.recipes.base import preview_rows
-from gantrain.registry import RECIPES, import_plugins
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -42,17 +39,10 @@ def write_samples(samples: torch.Tensor, target: str) -> Path:
 
 
 def sample(cfg: DictConfig) -> Path:
-    if not cfg.get("checkpoint"):
-        raise UserError("task=sample needs checkpoint=PATH (a .pt file or a run folder)")
     positive_int(cfg.n, "n")
-    path, saved = resolve_checkpoint(cfg.checkpoint)
-    trained = OmegaConf.create(saved["config"])
-    import_plugins(trained.get("plugins"))
-    device = resolve_device(cfg.device.name)
-    recipe = RECIPES.get(trained.model.recipe).from_config(trained, DataSpec.from_dict(saved["data_spec"]), device)
-    recipe.load_state_dict(saved["recipe"], weights_only=True)
-    with recipe.averaged_weights():  # the generator's EMA, when the run kept one
-        samples = recipe.sample(cfg.n, torch.Generator().manual_seed(cfg.seed), label=cfg.get("class"))
+    trained = load_trained(cfg.get("checkpoint"), cfg.device.name, "sample")
+    with trained.recipe.averaged_weights():  # the generator's EMA, when the run kept one
+        samples = trained.recipe.sample(cfg.n, torch.Generator().manual_seed(cfg.seed), label=cfg.get("class"))
     out = write_samples(samples, str(cfg.out))
-    print(f"wrote {cfg.n} samples from {path} (step {saved['step']}) to {out}")
+    print(f"wrote {cfg.n} samples from {trained.path} (step {trained.step}) to {out}")
     return out

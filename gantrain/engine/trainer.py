@@ -27,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, default_collate
 
 from gantrain import __version__
-from gantrain.data.source import DataSource, DataSpec
+from gantrain.data.build import build_data
+from gantrain.data.source import DataSpec
 from gantrain.data.stream import BatchStream
 from gantrain.engine.acceleration import Precision, channels_last_batch, compile_networks, set_cuda_flags, to_channels_last
 from gantrain.engine.checkpoint import LAST, CheckpointNotWritten, CheckpointWriter, resolve_checkpoint
@@ -39,11 +40,10 @@ from gantrain.engine.run_log import RunLog, SilentLog, Throughput, to_floats
 from gantrain.errors import UserError
 from gantrain.options import positive_int
 from gantrain.recipes.base import NONFINITE_POLICIES, Batch, NextBatch, NonFiniteUpdate, Recipe
-from gantrain.registry import DATASETS, RECIPES, unknown_choice
+from gantrain.registry import RECIPES, unknown_choice
 
 log = logging.getLogger("gantrain")
 
-DATA_LOOP_KEYS = ("name", *BatchStream.CONFIG_KEYS)  # data-group keys read by the loop, not passed to the dataset builder
 POSITIVE_INTEGERS = ("batch_size", "n_critic", "log_every", "sample_every", "checkpoint_every", "n_samples")
 
 
@@ -54,11 +54,6 @@ class TrainingDiverged(Exception):
     """
 
     exit_status = 3
-
-
-def build_data(data_cfg: DictConfig) -> DataSource:
-    options = {k: v for k, v in data_cfg.items() if k not in DATA_LOOP_KEYS}
-    return DATASETS.build(data_cfg.name, options)
 
 
 def build_recipe(cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> Recipe:
@@ -162,9 +157,10 @@ def check_resumable(saved: dict[str, Any], cfg: DictConfig, data_spec: DataSpec)
         if old != new:
             raise UserError(f"cannot resume: this run's {key} differs from the checkpoint's "
                             f"({_first_difference(old, new, key)}); start a new run instead")
-    if saved["data_spec"] != data_spec.to_dict():
-        raise UserError(f"cannot resume: the data now has shape {list(data_spec.shape)}, the checkpoint was "
-                        f"trained on {saved['data_spec']['shape']}")
+    trained_on = DataSpec.from_dict(saved["data_spec"])
+    if not trained_on.same_shape(data_spec):
+        raise UserError(f"cannot resume: the data now holds {data_spec.describe()}, the checkpoint was "
+                        f"trained on {trained_on.describe()}")
 
 
 def _first_difference(old: Any, new: Any, path: str = "") -> str:
@@ -201,7 +197,10 @@ class Trainer:
         self.recipe = build_recipe(cfg, self.source.spec, self.device)
         self.recipe.nonfinite_policy = self.nonfinite_policy
         self._speed_up(trainer)
-        self.evaluator = build_evaluator(cfg, self.source, self.device) if self.world.is_main else None
+        self.evaluator = None
+        if self.world.is_main:  # during training, families that take images in are measured on the val split
+            comparisons = self.recipe.comparisons(self.source, self.source.preview_split())
+            self.evaluator = build_evaluator(cfg, self.source, self.device, comparisons)
         self.stream = BatchStream.from_config(self.source, cfg.data, trainer.batch_size, trainer.seed, self.device,
                                               rank=self.world.rank, world_size=self.world.size)
         self.step = 0
@@ -212,7 +211,7 @@ class Trainer:
             self._restore(cfg.resume)
         else:
             n = trainer.n_samples if self.source.spec.is_image else trainer.n_points
-            reference = reference_batch(self.source.dataset, n, trainer.seed)
+            reference = reference_batch(self.source.preview_split()[1], n, trainer.seed)  # held out when there is a split
             self.preview_inputs = self.recipe.preview_inputs(reference, torch.Generator().manual_seed(trainer.seed))
 
     def _speed_up(self, trainer: DictConfig) -> None:
@@ -243,7 +242,7 @@ class Trainer:
             Evaluator.forget_after(self.step, self.run_dir / METRICS_LOG)
 
     def epochs_done(self) -> float:
-        return self.stream.epoch + self.stream.batches_taken / self.stream.batches_per_epoch
+        return self.stream.epochs_done()
 
     def payload(self, elapsed: float) -> dict[str, Any]:
         return {
@@ -352,9 +351,9 @@ class Trainer:
         """``stream.next`` timed (for images/s and the data-wait share), in channels-last when asked."""
         to_layout = channels_last_batch if self.cfg.trainer.channels_last else None
 
-        def fetch() -> Batch:
+        def fetch(batch_size: int | None = None) -> Batch:
             with throughput.waiting_for_data():
-                batch = self.stream.next()
+                batch = self.stream.next(batch_size)
             throughput.count(batch)
             return to_layout(batch) if to_layout else batch
 

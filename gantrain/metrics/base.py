@@ -8,11 +8,13 @@ an accumulator: ``start``, ``update`` per generated batch, ``compute`` against t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 
 #: reference statistics a metric may ask for: feature moments (sum, sum of outer products, count) or raw features
@@ -27,6 +29,26 @@ class GeneratedBatch:
     features: torch.Tensor | None = None  # the feature network's embedding, (N, F), when a metric needs features
     logits: torch.Tensor | None = None  # the feature network's class logits, (N, K) (Inception Score)
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. targets, for paired (image-to-image) metrics
+
+
+#: Yields (outputs, targets or None) batch by batch: at most ``limit`` outputs, ``batch_size`` at a time.
+Outputs = Callable[[int, int, torch.Generator], Iterator[tuple[torch.Tensor, "torch.Tensor | None"]]]
+
+
+@dataclass
+class Comparison:
+    """One set of outputs measured against real images; a recipe says which it has.
+
+    A noise-to-image generator has one: its samples against the training data. A translation model
+    has one per direction: its outputs for held-out inputs against the held-out images of the output
+    domain, and against the paired targets where there are any (L1, PSNR, SSIM).
+    """
+
+    name: str  # "" for a model's only comparison; else appended to value names (fid/AtoB)
+    reference: Dataset  # real samples of the output side ("real" of get_batch / items): FID/KID's reference
+    reference_split: str  # which split (and domain) that is, for the statistics cache and the report
+    outputs: Outputs | None = None  # None: the samples of the sampler the evaluation is given
+    has_targets: bool = False  # whether outputs come with paired targets
 
 
 @dataclass
@@ -46,6 +68,7 @@ class Metric:
 
     outputs: ClassVar[dict[str, bool | None]] = {}
     uses_features: ClassVar[bool] = True  # needs batch.features; its values are named NAME@FEATURES for own features
+    needs_targets: ClassVar[bool] = False  # compares outputs with paired targets (batch.extra["targets"])
     uses_logits: ClassVar[bool] = False  # needs batch.logits
     reference_needs: ClassVar[tuple[str, ...]] = ()  # from REFERENCE_KINDS
 

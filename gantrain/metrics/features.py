@@ -67,6 +67,13 @@ def offline(download: bool) -> bool:
     return not download or os.environ.get(OFFLINE_ENV, "").lower() in ("1", "true", "yes")
 
 
+def inception_available(weights: str | None, download: bool) -> bool:
+    """Whether Inception features can be had without asking the user for anything (a file or a download)."""
+    if weights is not None:
+        return Path(str(weights)).expanduser().is_file()
+    return inception_location().is_file() or not offline(download)
+
+
 def inception_features(weights: str | None, download: bool, spec: DataSpec, device: torch.device) -> FeatureNetwork:
     """torchmetrics' InceptionV3 on images in [-1, 1] (greyscale repeated to RGB), with a clear error offline."""
     if not spec.is_image or spec.shape[0] not in (1, 3):

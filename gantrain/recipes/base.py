@@ -28,16 +28,20 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 from torch import nn
+from torch.utils.data import Dataset
 
-from gantrain.data.source import DataSpec
+from gantrain.data.source import DataSource, DataSpec
 from gantrain.engine.acceleration import Precision
 from gantrain.engine.distributed import current_world
 from gantrain.errors import UserError
+from gantrain.metrics.base import Comparison
 from gantrain.recipes.ema import WeightAverage
 from gantrain.registry import NETWORKS
 
 Batch = dict[str, torch.Tensor]
-NextBatch = Callable[[], Batch]
+#: The loop's batch source: ``next_batch()`` gives a trainer.batch_size batch, ``next_batch(n)`` one of n
+#: samples (global, as trainer.batch_size is), for recipes whose batch size changes during a run.
+NextBatch = Callable[..., Batch]
 
 #: What ``apply_update`` does with a non-finite loss or gradient: raise ``NonFiniteUpdate``, or skip that update.
 NONFINITE_POLICIES = ("stop", "skip")
@@ -118,6 +122,18 @@ class Recipe:
     def sample(self, n: int, generator: torch.Generator, **conditions: Any) -> torch.Tensor:
         """n outputs on the CPU; ``conditions`` come from the command line (e.g. ``label`` from ``class=3``)."""
         raise NotImplementedError  # abstract
+
+    #: metrics task=eval reports when none are named (metrics.names); noise-to-image models have no default
+    default_metrics: tuple[str, ...] = ()
+
+    def comparisons(self, source: DataSource, held_out: tuple[str, Dataset]) -> list[Comparison]:
+        """What evaluation measures: by default the samples of ``sample`` against the training data.
+
+        ``held_out`` is the (name, samples) split to score on (val during training, test for task=eval);
+        families that take images in compare their outputs for its inputs with its images.
+        """
+        del held_out  # a generator's samples are compared with the data it learned (the usual FID reference)
+        return [Comparison("", source.dataset, "train")]
 
     def end_step(self) -> None:
         """Called by the loop after every training step."""
