@@ -16,12 +16,14 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from gantrain.config_shapes import listed_choice, merge_error, misplaced_value
 from gantrain.errors import UserError
 from gantrain.registry import import_plugins, load_builtin_parts, unknown_choice
 
 CONFIG_NAME = "gantrain"
 GROUPS = ("model", "loss", "data", "optim", "device", "trainer")
 OVERRIDE = re.compile(r"^(?P<prefix>\+\+|\+|~)?(?P<key>[\w./@-]+)=(?P<value>.*)$")
+MERGE_ERROR = re.compile(r"^Error merging override (?P<key>[^=\s]+)=(?P<value>.*)$")  # Hydra's words
 
 
 def config_dir() -> Path:
@@ -121,7 +123,20 @@ def eval_task(cfg: DictConfig) -> Path:
     return evaluate_checkpoint(cfg)
 
 
-TASKS: dict[str, Callable[[DictConfig], Any]] = {"train": train_task, "sample": sample_task, "eval": eval_task}
+def translate_task(cfg: DictConfig) -> Path:
+    from gantrain.engine.translate import translate_files
+
+    return translate_files(cfg)
+
+
+def interpolate_task(cfg: DictConfig) -> Path:
+    from gantrain.engine.interpolate import interpolate
+
+    return interpolate(cfg)
+
+
+TASKS: dict[str, Callable[[DictConfig], Any]] = {"train": train_task, "sample": sample_task, "eval": eval_task,
+                                                 "translate": translate_task, "interpolate": interpolate_task}
 
 
 def run_task(cfg: DictConfig) -> Any:
@@ -144,15 +159,25 @@ def override_key(arg: str) -> str | None:
 
 
 def check_group_choices(args: list[str]) -> None:
-    """``model=foo`` -> one line listing the presets (Hydra's own message spans many lines)."""
+    """``model=foo`` -> one line listing the presets (Hydra's own message spans many lines); a value given to a
+    key that holds options (``metrics=[fid]``, ``ema=0.999``) -> one line naming the override meant."""
     for arg in args:
-        parsed = _split(arg)
-        if not parsed or parsed[0] not in GROUPS or "(" in parsed[1]:
+        match = OVERRIDE.match(arg)
+        if not match or match["prefix"] in ("+", "~") or "(" in match["value"]:
             continue
-        choices = group_options(parsed[0])
-        for value in parsed[1].split(","):
-            if value.strip() not in choices:
-                raise UserError(unknown_choice(parsed[0], value.strip(), choices))
+        key, value = match["key"], match["value"]
+        if key not in GROUPS:
+            misplaced = misplaced_value(key, value, config_dir())
+            if misplaced:
+                raise UserError(misplaced)
+            continue
+        choices = group_options(key)
+        listed = listed_choice(key, value, choices)
+        if listed:
+            raise UserError(listed)
+        for choice in value.split(","):
+            if choice.strip() not in choices:
+                raise UserError(unknown_choice(key, choice.strip(), choices))
 
 
 def resume_arguments(args: list[str]) -> list[str]:
@@ -175,8 +200,9 @@ NO_RUN_FOLDER = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_loggi
 
 
 def sample_arguments(args: list[str]) -> list[str]:
-    """Sampling and evaluating write only what ``out`` names (eval: JSON beside the checkpoint): no run folder, no log file."""
-    if "task=sample" not in args and "task=eval" not in args:
+    """Sampling, translating, interpolating and evaluating write only what ``out`` names (eval: JSON beside the
+    checkpoint): no run folder, no log file."""
+    if not any(f"task={task}" in args for task in ("sample", "eval", "translate", "interpolate")):
         return args
     return args + NO_RUN_FOLDER
 
@@ -195,6 +221,9 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, MissingMandatoryValue) and getattr(error, "full_key", None):
         return f"{error.full_key} is required: set {error.full_key}=VALUE"
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    merging = MERGE_ERROR.match(lines[0]) if lines else None
+    if merging:  # a value Hydra cannot merge into the key's node (metrics=[fid] where check_group_choices missed it)
+        return merge_error(merging["key"], merging["value"], error.__cause__, config_dir())
     if isinstance(error, MissingConfigException) and error.options is not None and lines:  # a config group's choice
         return f"{lines[0]}; choose from: {', '.join(error.options) or '(none installed)'}"
     text = "; ".join(line.rstrip(".") for line in lines[:2]) if lines else type(error).__name__

@@ -12,6 +12,15 @@ import numpy as np
 import pytest
 import torch
 
+from gantrain.registry import load_builtin_parts
+
+load_builtin_parts()
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # several test processes share the cores: torch's default intra-op threads would spin-wait on each other
+    # (a CLI run took 3x longer), so every worker and every gantrain it starts uses one thread
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)  # every registered part, whichever test a (pytest-xdist) worker happens to run first
+
 REPO = Path(__file__).resolve().parent.parent
 FAST = ["device=cpu"]  # every CLI test runs on the CPU (not a terminal, so progress comes as log lines)
 

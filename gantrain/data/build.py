@@ -9,10 +9,15 @@ from gantrain.data.source import DataSource
 from gantrain.data.stream import BatchStream
 from gantrain.registry import DATASETS
 
-DATA_LOOP_KEYS = ("name", *BatchStream.CONFIG_KEYS)  # data-group keys read by the loop, not passed to the dataset builder
+# data-group keys read by the loop, or (samples: images | points) by the model presets, not passed to the dataset builder
+DATA_LOOP_KEYS = ("name", "samples", *BatchStream.CONFIG_KEYS)
 
 
-def build_data(data_cfg: Mapping[str, Any]) -> DataSource:
-    """The registered dataset ``data.name`` built with the group's other keys as its options."""
+def build_data(data_cfg: Mapping[str, Any], held_out_only: bool = False) -> DataSource:
+    """The registered dataset ``data.name`` built with the group's other keys as its options.
+
+    ``held_out_only`` (task=eval): a builder that asks for it may skip decoding the training images (a
+    super-resolution training folder can hold gigabytes), as long as its spec and held-out splits are whole.
+    """
     options = {k: v for k, v in data_cfg.items() if k not in DATA_LOOP_KEYS}
-    return DATASETS.build(data_cfg["name"], options)
+    return DATASETS.build(data_cfg["name"], options, held_out_only=held_out_only)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from torch.utils.data import Dataset, default_collate
 from gantrain.data.build import build_data
 from gantrain.data.source import DataSource
 from gantrain.data.stream import BatchStream
-from gantrain.errors import UserError
+from gantrain.errors import UserError, warn
 from gantrain.metrics.base import (REFERENCE_KINDS, Comparison, GeneratedBatch, Metric, Outputs, Reference,
                                    accumulate_moments)
 from gantrain.metrics.cache import ReferenceCache, cache_key
@@ -105,7 +104,8 @@ class Evaluator:
                                                bool(options.get("download", True)), source.spec, device)
         self.cache = ReferenceCache(options.get("cache_dir"))
         self.data_description = self._describe_data(data_cfg)
-        self._references: dict[str, Reference] = {}
+        self._references: dict[tuple[str, str], Reference] = {}
+        self.per_image: dict[str, dict[str, list[float]]] = {}  # comparison -> value name -> one value per image
         self.best_name, self.higher_is_better = self._best_output(options.get("best"))
         self.best: dict[str, float] | None = None  # {"value": ..., "step": ...}
 
@@ -168,11 +168,12 @@ class Evaluator:
     def reference(self, comparison: Comparison | None = None) -> Reference:
         """The real data's statistics: from memory, from the disk cache, or computed (then cached)."""
         comparison = comparison or self.comparisons[0]
-        if comparison.name not in self._references:
+        description = self.description(comparison)
+        key = cache_key(description)
+        memo = (comparison.name, key)  # a comparison whose reference changes during a run gets new statistics
+        if memo not in self._references:
             needs = sorted({kind for m in self.metrics.values() if self.applies(m, comparison)
                             for kind in m.reference_needs})
-            description = self.description(comparison)
-            key = cache_key(description)
             loaded = {kind: self.cache.load(key, kind) for kind in needs}
             missing = [kind for kind, tensors in loaded.items() if tensors is None]
             if missing:
@@ -180,9 +181,9 @@ class Evaluator:
                     self.cache.save(key, kind, tensors, description)
                     loaded[kind] = tensors
             features = loaded.get("features")
-            self._references[comparison.name] = Reference(
+            self._references[memo] = Reference(
                 moments=loaded.get("moments"), features=features["features"].to(self.device) if features else None)
-        return self._references[comparison.name]
+        return self._references[memo]
 
     def compute_reference(self, kinds: list[str], comparison: Comparison | None = None) -> dict[str, dict[str, torch.Tensor]]:
         """One pass of the feature network over the reference samples, for every kind asked for."""
@@ -234,6 +235,8 @@ class Evaluator:
             batch = GeneratedBatch(outputs.to(self.device), features, logits, extra)
             for metric in metrics:
                 metric.update(batch)
+        self.per_image[comparison.name] = {self.value_name(metric, next(iter(metric.outputs)), comparison):
+                                           list(metric.values) for metric in metrics if hasattr(metric, "values")}
         return {self.value_name(metric, output, comparison): value for metric in metrics
                 for output, value in metric.compute(reference).items()}
 
@@ -290,35 +293,44 @@ def build_evaluator(cfg: DictConfig, source: DataSource, device: torch.device,
 # --- task=eval ---------------------------------------------------------------------------------------
 
 
-def _data_overrides() -> list[str]:
-    """``data.KEY=VALUE`` given on the command line (they replace the checkpoint's, e.g. a new data.root)."""
+def given_overrides(group: str) -> list[str]:
+    """The ``GROUP.KEY`` keys given on the command line (they replace the checkpoint's, e.g. a new data.root)."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
         task = HydraConfig.get().overrides.task
     except ValueError:  # not run by Hydra (a test calling this directly)
         return []
-    return [o.split("=", 1)[0].lstrip("+~") for o in task if o.lstrip("+~").startswith("data.")]
+    return [o.split("=", 1)[0].lstrip("+~") for o in task if o.lstrip("+~").startswith(f"{group}.")]
+
+
+def updated(trained: DictConfig | None, cfg: DictConfig, group: str) -> DictConfig:
+    """The run's own ``group`` node (else this command's) with the keys given on the command line on top."""
+    node = OmegaConf.create(OmegaConf.to_container(trained if trained is not None else cfg[group], resolve=True))
+    for key in given_overrides(group):
+        OmegaConf.update(node, key.removeprefix(f"{group}."), OmegaConf.select(cfg, key), force_add=True)
+    return node
 
 
 def evaluation_metrics(cfg: DictConfig, trained: DictConfig, defaults: Sequence[str]) -> DictConfig:
-    """The metrics options of task=eval: the names given, else the run's own, else the model's defaults.
+    """The metrics options of task=eval: the run's own (super-resolution: on Y, borders cut) with the command
+    line's on top; the names given, else the run's own, else the model's defaults.
 
     Default Inception metrics are dropped (with a warning) when their weights cannot be had offline, so
     a plain ``task=eval`` of a translation model still reports L1/PSNR/SSIM without internet.
     """
-    options = OmegaConf.create(OmegaConf.to_container(cfg.metrics, resolve=True))
-    if options.get("names"):
+    options = updated(trained.get("metrics"), cfg, "metrics")
+    if "metrics.names" in given_overrides("metrics"):
         return options
-    names = list((trained.get("metrics") or {}).get("names") or defaults)
+    names = list(options.get("names") or defaults)
     if not names:
         raise UserError("task=eval needs metrics to compute, e.g. 'metrics.names=[fid,kid]'")
     if options.features == INCEPTION and not inception_available(options.get("inception_weights"),
                                                                  bool(options.get("download", True))):
         inception = [name for name in names if name in ("fid", "kid", "is", "precision_recall")]
         if inception and len(inception) < len(names):
-            warnings.warn(f"skipping {', '.join(inception)}: the Inception weights {INCEPTION_FILE} are not available "
-                          "offline (see README 'Offline use')", stacklevel=2)
+            warn(f"skipping {', '.join(inception)}: the Inception weights {INCEPTION_FILE} are not available "
+                 "offline (see README 'Offline use'); name the metrics with metrics.names to be told what to fetch")
             names = [name for name in names if name not in inception]
     options.names = names
     return options
@@ -329,10 +341,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> Path:
     from gantrain.engine.restore import load_trained
 
     model = load_trained(cfg.get("checkpoint"), cfg.device.name, "eval")
-    data_cfg = model.config.data
-    for key in _data_overrides():
-        OmegaConf.update(data_cfg, key.removeprefix("data."), OmegaConf.select(cfg, key), force_add=True)
-    source = build_data(data_cfg)
+    data_cfg = updated(model.config.data, cfg, "data")
+    source = build_data(data_cfg, held_out_only=True)
     if not source.spec.same_shape(model.spec):
         raise UserError(f"the data holds {source.spec.describe()}, the checkpoint was trained on {model.spec.describe()}")
     recipe = model.recipe
@@ -378,3 +388,21 @@ def report_evaluation(evaluator: Evaluator, values: dict[str, float], what: str,
         for name, value in rows.items():
             table.add_row(name, f"{value:.6g}")
         console.print(table)
+    report_per_image(evaluator, console)
+
+
+def report_per_image(evaluator: Evaluator, console: Any) -> None:
+    """Per-image values (super-resolution's per-image table), for comparisons that name their images."""
+    from rich.table import Table
+
+    named = [c for c in evaluator.comparisons if c.item_names and evaluator.per_image.get(c.name)]
+    if not named:
+        return
+    columns = {name: values for c in named for name, values in evaluator.per_image[c.name].items()}
+    table = Table(title="per image")
+    table.add_column("image")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for row, image in enumerate(named[0].item_names):
+        table.add_row(image, *(f"{values[row]:.4f}" if row < len(values) else "" for values in columns.values()))
+    console.print(table)

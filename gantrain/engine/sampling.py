@@ -44,5 +44,6 @@ def sample(cfg: DictConfig) -> Path:
     with trained.recipe.averaged_weights():  # the generator's EMA, when the run kept one
         samples = trained.recipe.sample(cfg.n, torch.Generator().manual_seed(cfg.seed), label=cfg.get("class"))
     out = write_samples(samples, str(cfg.out))
-    print(f"wrote {cfg.n} samples from {trained.path} (step {trained.step}) to {out}")
+    note = trained.recipe.sampling_note()  # e.g. the resolution a growing network had reached
+    print(f"wrote {cfg.n} samples from {trained.path} (step {trained.step}) to {out}{f'; {note}' if note else ''}")
     return out

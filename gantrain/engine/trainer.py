@@ -18,7 +18,7 @@ import re
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +86,10 @@ class Budget:
     max_time: float | None
 
     @classmethod
-    def from_config(cls, trainer: DictConfig) -> "Budget":
+    def from_config(cls, trainer: DictConfig, recipe_ends: bool = False) -> "Budget":
+        """``recipe_ends``: the recipe's own schedule ends the run (``Recipe.ends_by_itself``), so no limit is needed."""
         budget = cls(trainer.max_steps, trainer.max_epochs, parse_duration(trainer.max_time))
-        if budget.max_steps is None and budget.max_epochs is None and budget.max_time is None:
+        if budget.max_steps is None and budget.max_epochs is None and budget.max_time is None and not recipe_ends:
             raise UserError("set a budget: trainer.max_steps, trainer.max_epochs or trainer.max_time")
         for name in ("max_steps", "max_epochs", "max_time"):
             value = getattr(budget, name)
@@ -104,6 +105,12 @@ class Budget:
         if self.max_time is not None and elapsed >= self.max_time:
             return "max_time"
         return None
+
+    def ending_by(self, step: int | None) -> "Budget":
+        """This budget, with the run ending at ``step`` at the latest (where a recipe's own schedule ends)."""
+        if step is None:
+            return self
+        return replace(self, max_steps=step if self.max_steps is None else min(self.max_steps, step))
 
     def total_steps(self, steps_per_epoch: float) -> int | None:
         candidates = [self.max_steps] if self.max_steps is not None else []
@@ -184,7 +191,7 @@ class Trainer:
         self.nonfinite_policy = trainer.get("on_nonfinite", "stop")
         if self.nonfinite_policy not in NONFINITE_POLICIES:
             raise UserError(unknown_choice("trainer.on_nonfinite", self.nonfinite_policy, list(NONFINITE_POLICIES)))
-        self.budget = Budget.from_config(trainer)
+        self.budget = Budget.from_config(trainer, RECIPES.get(cfg.model.recipe).ends_by_itself)
         device = resolve_device(cfg.device.name)
         self.world = join_world(device)  # data parallel under torchrun; rank 0 of 1 otherwise
         self.device = self.world.device(device)
@@ -210,6 +217,7 @@ class Trainer:
         if cfg.get("resume"):
             self._restore(cfg.resume)
         else:
+            self.recipe.start()
             n = trainer.n_samples if self.source.spec.is_image else trainer.n_points
             reference = reference_batch(self.source.preview_split()[1], n, trainer.seed)  # held out when there is a split
             self.preview_inputs = self.recipe.preview_inputs(reference, torch.Generator().manual_seed(trainer.seed))
@@ -297,6 +305,8 @@ class Trainer:
     def _train(self, signals: StopSignals) -> dict[str, float]:
         trainer = self.cfg.trainer
         steps_per_epoch = self.stream.batches_per_epoch / trainer.n_critic
+        steps_left = self.recipe.steps_left()  # a recipe's own end (a growth schedule), from where it stands now
+        self.budget = self.budget.ending_by(None if steps_left is None else self.step + steps_left)
         total = self.budget.total_steps(steps_per_epoch)
         values: dict[str, float] = {}
         started = time.monotonic()
@@ -328,7 +338,7 @@ class Trainer:
                 if self.evaluator is not None and self.evaluator.due(self.step):
                     self._evaluate(log, elapsed())
                     last_evaluation = self.step
-                if self.step % checkpoint_every == 0:
+                if self.step % checkpoint_every == 0 or self.recipe.checkpoint_due():
                     self.save_checkpoint(elapsed(), periodic=True)
                     last_checkpoint = self.step
             if last_preview != self.step:

@@ -8,6 +8,9 @@ import torch
 
 REAL_COLOR = (70, 110, 200)  # blue
 FAKE_COLOR = (230, 90, 40)  # orange
+GREY = (175, 175, 175)  # real points as a backdrop for samples drawn on top (scripts/toy_benchmark.py)
+
+Color = tuple[int, int, int]
 
 
 def image_grid(samples: torch.Tensor, nrow: int) -> torch.Tensor:
@@ -24,8 +27,9 @@ def save_picture(picture: torch.Tensor, path: Path) -> None:
     save_image(picture, path)
 
 
-def scatter_image(fake: torch.Tensor, real: torch.Tensor | None = None, size: int = 384) -> torch.Tensor:
-    """Rasterise 2-D points: real in blue, generated in orange, on white; (3, size, size) in [0, 1].
+def scatter_image(fake: torch.Tensor, real: torch.Tensor | None = None, size: int = 384,
+                  real_color: Color = REAL_COLOR, fake_color: Color = FAKE_COLOR) -> torch.Tensor:
+    """Rasterise 2-D points: real (blue by default) under generated (orange), on white; (3, size, size) in [0, 1].
 
     The view is fitted to the real points (to the generated ones when there are
     none) with a margin, so drifting samples leave the frame instead of shrinking the data.
@@ -34,7 +38,7 @@ def scatter_image(fake: torch.Tensor, real: torch.Tensor | None = None, size: in
     low, high = anchor.min(0).values, anchor.max(0).values
     centre, half = (low + high) / 2, ((high - low).max() / 2 * 1.25).clamp_min(1e-3)
     canvas = torch.ones(3, size, size)
-    for points, color in ((real, REAL_COLOR), (fake, FAKE_COLOR)):
+    for points, color in ((real, real_color), (fake, fake_color)):
         if points is None:
             continue
         pixels = ((points.float()[:, :2] - centre) / half * 0.5 + 0.5) * (size - 1)

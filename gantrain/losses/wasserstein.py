@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from gantrain.losses.base import AdversarialLoss, Weights
+from gantrain.options import as_float
 from gantrain.registry import LOSSES
 
 
@@ -21,9 +22,18 @@ class WassersteinLoss(AdversarialLoss):
 
     needs_lipschitz = True  # the recipe warns when no regularizer keeps the critic Lipschitz
 
+    def __init__(self, reduction: str = "mean", real_weight: float = 1.0, generated_weight: float = 1.0,
+                 drift: float = 0.0) -> None:
+        super().__init__(reduction, real_weight, generated_weight)
+        self.drift = as_float("loss.drift", drift, minimum=0.0)
+
     def discriminator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor,
                            weights: Weights = None) -> torch.Tensor:
-        return self.reduce_halves(-real_scores, fake_scores, weights)
+        """Plus ``drift`` * E[D(x)^2] (ProGAN's epsilon_drift, Karras et al. 2018): keeps the scores near 0."""
+        loss = self.reduce_halves(-real_scores, fake_scores, weights)
+        if self.drift:
+            loss = loss + self.drift * self.reduce(real_scores.float().square(), weights)
+        return loss
 
     def generator_loss(self, fake_scores: torch.Tensor, real_scores: torch.Tensor | None = None,
                        weights: Weights = None) -> torch.Tensor:
@@ -33,4 +43,6 @@ class WassersteinLoss(AdversarialLoss):
         """Adds the critic's Wasserstein estimate, the curve WGAN users watch fall during training."""
         scores = super().describe_scores(real_scores, fake_scores)
         scores["wasserstein_estimate"] = scores["score/real"] - scores["score/fake"]
+        if self.drift:
+            scores["penalty/drift"] = self.drift * real_scores.detach().float().square().mean()
         return scores

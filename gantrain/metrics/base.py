@@ -49,6 +49,7 @@ class Comparison:
     reference_split: str  # which split (and domain) that is, for the statistics cache and the report
     outputs: Outputs | None = None  # None: the samples of the sampler the evaluation is given
     has_targets: bool = False  # whether outputs come with paired targets
+    item_names: list[str] = field(default_factory=list)  # names of the images outputs are made for, in order
 
 
 @dataclass

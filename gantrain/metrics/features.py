@@ -11,7 +11,6 @@ measured in such features are logged as ``fid@NAME`` so they are never mistaken 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import warnings
 from collections.abc import Callable
@@ -22,12 +21,15 @@ from torch import nn
 
 from gantrain.data.source import DataSpec
 from gantrain.errors import UserError
+from gantrain.pretrained import WeightsFile, available, first_line, locate
 from gantrain.registry import NETWORKS
 
 INCEPTION = "inception"
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # what torch-fidelity downloads and looks for
-INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
-OFFLINE_ENV = "GANTRAIN_OFFLINE"  # set to 1: never download feature weights (tests, air-gapped clusters)
+INCEPTION_WEIGHTS = WeightsFile(
+    INCEPTION_FILE, f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}",
+    "metrics.inception_weights", "metrics.download", "the Inception features of fid, kid, is and precision_recall",
+    "use your own features with metrics.features=PATH_TO_TORCHSCRIPT")
 
 
 class FeatureNetwork:
@@ -51,27 +53,9 @@ class FeatureNetwork:
         return self.split(self.network(self.prepare(samples.to(self.device))))
 
 
-def inception_location() -> Path:
-    """Where torch-fidelity keeps (and looks for) the Inception weights: torch's hub cache."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
-
-
-def missing_weights(reason: str) -> UserError:
-    return UserError(f"the Inception weights {INCEPTION_FILE} are missing ({reason}); torch-fidelity looks for them "
-                     f"in {inception_location().parent}; download {INCEPTION_URL} where there is internet and set "
-                     "metrics.inception_weights=PATH (or copy it there), or use your own features with "
-                     "metrics.features=PATH_TO_TORCHSCRIPT")
-
-
-def offline(download: bool) -> bool:
-    return not download or os.environ.get(OFFLINE_ENV, "").lower() in ("1", "true", "yes")
-
-
 def inception_available(weights: str | None, download: bool) -> bool:
     """Whether Inception features can be had without asking the user for anything (a file or a download)."""
-    if weights is not None:
-        return Path(str(weights)).expanduser().is_file()
-    return inception_location().is_file() or not offline(download)
+    return available(INCEPTION_WEIGHTS, weights, download)
 
 
 def inception_features(weights: str | None, download: bool, spec: DataSpec, device: torch.device) -> FeatureNetwork:
@@ -81,23 +65,14 @@ def inception_features(weights: str | None, download: bool, spec: DataSpec, devi
                         "use metrics.names=[coverage] for 2-D toy data, or metrics.features=PATH_TO_TORCHSCRIPT")
     from torchmetrics.image.fid import NoTrainInceptionV3
 
-    if weights is not None:
-        path = Path(str(weights)).expanduser()
-        if not path.is_file():
-            raise UserError(f"metrics.inception_weights={weights}: no such file (it should be {INCEPTION_FILE})")
-    elif inception_location().is_file():
-        path = inception_location()
-    elif offline(download):
-        raise missing_weights(f"downloads are off: metrics.download=false or {OFFLINE_ENV}=1")
-    else:
-        path = None  # torch-fidelity downloads them into the hub cache
+    path = locate(INCEPTION_WEIGHTS, weights, download)  # None: torch-fidelity downloads them into the hub cache
     try:
         network = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048", "logits_unbiased"],
                                      feature_extractor_weights_path=None if path is None else str(path))
     except (OSError, ValueError, RuntimeError) as error:  # URLError is an OSError
         if path is None:
-            raise missing_weights(f"the download failed: {str(error).strip().splitlines()[0][:120]}") from None
-        raise UserError(f"cannot load Inception weights from {path}: {str(error).strip().splitlines()[0][:160]}") from None
+            raise INCEPTION_WEIGHTS.missing(f"the download failed: {first_line(error, 120)}") from None
+        raise UserError(f"cannot load Inception weights from {path}: {first_line(error)}") from None
 
     def to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
         images = images.float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
@@ -112,8 +87,13 @@ def inception_features(weights: str | None, download: bool, spec: DataSpec, devi
                           to_uint8_rgb, split, device)
 
 
-def own_features(source: str, spec: DataSpec, device: torch.device) -> FeatureNetwork:
-    """A TorchScript file or a registered network (built with ``data_spec``), taking samples in data space."""
+def user_network(source: str, spec: DataSpec, device: torch.device, option: str,
+                 builtin: str) -> tuple[nn.Module, str, str]:
+    """(network, name, identity) of a TorchScript file or a registered network (built with ``data_spec``).
+
+    The identity changes with the weights (a hash), so cached statistics computed with it are never reused
+    for another network. ``option``/``builtin`` name the config key and its built-in choice, for messages.
+    """
     path = Path(source).expanduser()
     if path.is_file():
         try:
@@ -121,20 +101,23 @@ def own_features(source: str, spec: DataSpec, device: torch.device) -> FeatureNe
                 warnings.simplefilter("ignore", FutureWarning)
                 network = torch.jit.load(str(path), map_location=device)
         except (RuntimeError, ValueError, OSError) as error:
-            raise UserError(f"metrics.features={source} is not a loadable TorchScript file: "
-                            f"{str(error).strip().splitlines()[0][:160]}") from None
-        name, identity = path.stem, "torchscript:" + hashlib.sha256(path.read_bytes()).hexdigest()[:20]
-    elif source in NETWORKS:
+            raise UserError(f"{option}={source} is not a loadable TorchScript file: {first_line(error)}") from None
+        return network, path.stem, "torchscript:" + hashlib.sha256(path.read_bytes()).hexdigest()[:20]
+    if source in NETWORKS:
         with torch.random.fork_rng(devices=[]):  # a randomly initialised network is the same every time
             torch.manual_seed(0)
             network = NETWORKS.build(source, {}, data_spec=spec).to(device)
         digest = hashlib.sha256()
         for key, value in sorted(network.state_dict().items()):
             digest.update(key.encode() + value.detach().cpu().contiguous().numpy().tobytes())
-        name, identity = source, f"network:{source}:{digest.hexdigest()[:20]}"
-    else:
-        raise UserError(f"metrics.features={source} is neither a file nor a registered network; give "
-                        f"'{INCEPTION}', a TorchScript file, or a network name")
+        return network, source, f"network:{source}:{digest.hexdigest()[:20]}"
+    raise UserError(f"{option}={source} is neither a file nor a registered network; give '{builtin}', a "
+                    "TorchScript file, or a network name")
+
+
+def own_features(source: str, spec: DataSpec, device: torch.device) -> FeatureNetwork:
+    """A TorchScript file or a registered network (built with ``data_spec``), taking samples in data space."""
+    network, name, identity = user_network(source, spec, device, "metrics.features", INCEPTION)
     network.eval()
 
     def split(output: object) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,7 +1,9 @@
 """The fully connected generator and discriminator of the original GAN (Goodfellow et al. 2014).
 
 Sizes follow the seeds' small example (G: z -> 256 -> data, D: data -> 128 -> 1,
-LeakyReLU 0.01); ``hidden`` takes any list of widths.
+LeakyReLU 0.01); ``hidden`` takes any list of widths. The same networks serve 2-D toy
+points at toy size (configs/model/networks/toy_mlp.yaml: 3 hidden ReLU layers of 512, as
+the WGAN-GP paper's toy code), where ``negative_slope`` 0 makes the activations plain ReLUs.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ from gantrain.data.source import DataSpec
 from gantrain.registry import NETWORKS
 
 
+def activation(negative_slope: float) -> nn.Module:
+    """LeakyReLU, or ReLU for a slope of 0 (the same function, a cheaper kernel, and it prints as what it is)."""
+    return nn.ReLU() if negative_slope == 0 else nn.LeakyReLU(negative_slope)
+
+
 def _stack(widths: Sequence[int], negative_slope: float) -> list[nn.Module]:
     layers: list[nn.Module] = []
     for width_in, width_out in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(width_in, width_out), nn.LeakyReLU(negative_slope)]
+        layers += [nn.Linear(width_in, width_out), activation(negative_slope)]
     return layers
 
 

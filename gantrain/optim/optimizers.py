@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import math
+
 import torch
 
+from gantrain.data.source import DataSpec
 from gantrain.options import positive_number
 from gantrain.registry import OPTIMIZERS, SCHEDULES
 
@@ -47,7 +50,24 @@ def build_optimizer(optim_cfg: Mapping[str, Any], role: str,
     return OPTIMIZERS.build(optim_cfg["name"], optimizer_options(optim_cfg, role), params=params)
 
 
-def build_schedule(optim_cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer,
-                   total_steps: int | None) -> torch.optim.lr_scheduler.LRScheduler:
+def build_schedule(optim_cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer, total_steps: int | None,
+                   steps_per_epoch: float | None = None, stage_start: int = 0) -> torch.optim.lr_scheduler.LRScheduler:
+    """``optim.schedule`` for one optimizer; schedules may ask for the run's length in steps, its epoch length,
+    or the step its optimizer's training stage starts at (milestones count from there)."""
     schedule = dict(optim_cfg.get("schedule") or {"name": "constant"})
-    return SCHEDULES.build(schedule.pop("name"), schedule, optimizer=optimizer, total_steps=total_steps)
+    return SCHEDULES.build(schedule.pop("name"), schedule, optimizer=optimizer, total_steps=total_steps,
+                           steps_per_epoch=steps_per_epoch, stage_start=stage_start)
+
+
+def run_length(cfg: Mapping[str, Any], data_spec: DataSpec) -> dict[str, float | int | None]:
+    """What schedules need to know of the run: ``total_steps`` (the step budget, or max_epochs in steps)
+    and ``steps_per_epoch`` (training steps per pass over the data), None where unknown.
+    """
+    trainer = cfg["trainer"]
+    steps_per_epoch = None
+    if data_spec.epoch_size:
+        steps_per_epoch = max(data_spec.epoch_size // int(trainer["batch_size"]), 1) / int(trainer.get("n_critic", 1))
+    candidates = [trainer.get("max_steps")] if trainer.get("max_steps") else []
+    if trainer.get("max_epochs") and steps_per_epoch:
+        candidates.append(math.ceil(trainer["max_epochs"] * steps_per_epoch))
+    return {"total_steps": min(candidates) if candidates else None, "steps_per_epoch": steps_per_epoch}

@@ -20,6 +20,7 @@ every family (``trainer.on_nonfinite``), and a network given a weight average
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,7 +37,10 @@ from gantrain.engine.distributed import current_world
 from gantrain.errors import UserError
 from gantrain.metrics.base import Comparison
 from gantrain.recipes.ema import WeightAverage
-from gantrain.registry import NETWORKS
+from gantrain.losses.base import AdversarialLoss
+from gantrain.optim.optimizers import build_schedule, run_length
+from gantrain.regularizers.base import Regularizer
+from gantrain.registry import LOSSES, NETWORKS, REGULARIZERS
 
 Batch = dict[str, torch.Tensor]
 #: The loop's batch source: ``next_batch()`` gives a trainer.batch_size batch, ``next_batch(n)`` one of n
@@ -135,10 +139,45 @@ class Recipe:
         del held_out  # a generator's samples are compared with the data it learned (the usual FID reference)
         return [Comparison("", source.dataset, "train")]
 
+    def start(self) -> None:
+        """Called by the loop once before the first step of a new run (never on resume): a recipe that starts
+        from pretrained weights (``model.generator.init``) loads them here, so resuming and using a trained
+        model never need the file they came from."""
+
+    def checkpoint_due(self) -> bool:
+        """Whether the step just taken ended a stage worth its own checkpoint (a growth phase, a training stage).
+
+        Asked by the loop after every step, besides trainer.checkpoint_every; a periodic step_*.pt is written.
+        """
+        return False
+
+    #: True for a recipe whose own schedule ends the run (``steps_left``): trainer.max_steps, max_epochs and
+    #: max_time may then all be null
+    ends_by_itself: bool = False
+
+    def steps_left(self) -> int | None:
+        """Training steps until the recipe's own schedule is done (e.g. a growth schedule counted in images).
+
+        Asked once when the loop starts (or resumes); the run ends there unless the trainer's budget ends it
+        sooner. None: the recipe has no end of its own.
+        """
+        return None
+
+    def sampling_note(self) -> str:
+        """What ``task=sample`` should say about the samples besides their count (e.g. the resolution a growing
+        network had reached when its training stopped); empty for nothing."""
+        return ""
+
     def end_step(self) -> None:
-        """Called by the loop after every training step."""
-        for scheduler in self.schedulers.values():
-            scheduler.step()
+        """Called by the loop after every training step.
+
+        Every schedule counts training steps, also while its optimizer waits for its stage (a GAN stage after
+        a pretraining one), which torch would otherwise warn about as a misuse.
+        """
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+            for scheduler in self.schedulers.values():
+                scheduler.step()
 
     def learning_rates(self) -> dict[str, float]:
         return {f"lr/{name}": opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()}
@@ -188,7 +227,8 @@ class Recipe:
             for name, part in parts.items():
                 part.load_state_dict(state[kind][name])
 
-    def apply_update(self, network: str, total: torch.Tensor, terms: Mapping[str, torch.Tensor]) -> bool:
+    def apply_update(self, network: str, total: torch.Tensor, terms: Mapping[str, torch.Tensor],
+                     average: str | None = None) -> bool:
         """Back-propagate ``total`` and step ``network``'s optimizer, unless the loss or a gradient is not finite.
 
         The backward pass and the step run outside autocast, through ``self.precision`` (float16: scaled
@@ -200,7 +240,8 @@ class Recipe:
         Under the "stop" policy that raises ``NonFiniteUpdate`` before the step, so the weights stay as
         they were; under "skip" the gradients are dropped, the update is counted, and False is returned.
         A float16 overflow of the gradients alone is not a failure: the GradScaler skips that step and
-        lowers its scale.
+        lowers its scale. ``network`` names the optimizer; ``average`` the network whose weight average the
+        step updates, when another optimizer than the network's own trains it (a pretraining stage's).
         """
         optimizer = self.optimizers[network]
         optimizer.zero_grad(set_to_none=True)
@@ -212,8 +253,8 @@ class Recipe:
             self.precision.unscale(network, optimizer)
             if all_finite([loss, *gradients]):
                 self.precision.step(network, optimizer)
-                if network in self.averages:
-                    self.averages[network].update()
+                if (average or network) in self.averages:
+                    self.averages[average or network].update()
                 return True
             if self.precision.scaled and all_finite([loss]):
                 self.precision.step(network, optimizer)  # skipped by the GradScaler, which lowers its scale
@@ -266,6 +307,24 @@ def build_network(node: Mapping[str, Any], device: torch.device, **context: Any)
     """Build ``{name: ..., option: value}`` from ``NETWORKS`` and move it to ``device``."""
     options = {k: v for k, v in node.items() if k != "name"}
     return NETWORKS.build(node["name"], options, **context).to(device)
+
+
+def build_loss(cfg: DictConfig) -> AdversarialLoss:
+    """The ``loss`` group's adversarial loss."""
+    return LOSSES.build(cfg.loss.name, {k: v for k, v in cfg.loss.items() if k != "name"})
+
+
+def build_regularizers(cfg: DictConfig) -> list[Regularizer]:
+    """The ``regularizers`` dict: each named regulariser with its options; a null entry turns one off."""
+    return [REGULARIZERS.build(name, options)
+            for name, options in (cfg.get("regularizers") or {}).items() if options is not None]
+
+
+def build_schedulers(cfg: DictConfig, optimizers: Mapping[str, torch.optim.Optimizer],
+                     data_spec: DataSpec) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
+    """``optim.schedule`` for each optimizer, knowing the run's length and the data's epoch length."""
+    return {name: build_schedule(cfg.optim, optimizer, **run_length(cfg, data_spec))
+            for name, optimizer in optimizers.items()}
 
 
 def requires_grad(net: nn.Module, flag: bool) -> None:

@@ -17,12 +17,13 @@ from gantrain.data.source import DataSpec
 from gantrain.engine.distributed import sharded_draw
 from gantrain.errors import UserError
 from gantrain.losses.base import AdversarialLoss
-from gantrain.optim.optimizers import build_optimizer, build_schedule
+from gantrain.optim.optimizers import build_optimizer
 from gantrain.options import positive_int
-from gantrain.recipes.base import Batch, NextBatch, Preview, Recipe, build_network, preview_rows, requires_grad
+from gantrain.recipes.base import (Batch, NextBatch, Preview, Recipe, build_loss, build_network, build_regularizers,
+                                   build_schedulers, preview_rows, requires_grad)
 from gantrain.recipes.ema import checked_decay
 from gantrain.regularizers.base import Regularizer
-from gantrain.registry import LOSSES, RECIPES, REGULARIZERS
+from gantrain.registry import RECIPES
 
 log = logging.getLogger("gantrain")
 
@@ -51,17 +52,12 @@ class GANRecipe(Recipe):
         model = cfg.model
         generator = build_network(model.generator, device, data_spec=data_spec, latent_dim=model.latent_dim)
         discriminator = build_network(model.discriminator, device, data_spec=data_spec, latent_dim=model.latent_dim)
-        loss_options = {k: v for k, v in cfg.loss.items() if k != "name"}
-        loss = LOSSES.build(cfg.loss.name, loss_options)
         optimizers = {
             "generator": build_optimizer(cfg.optim, "generator", generator.parameters()),
             "discriminator": build_optimizer(cfg.optim, "discriminator", discriminator.parameters()),
         }
-        schedulers = {name: build_schedule(cfg.optim, opt, cfg.trainer.max_steps) for name, opt in optimizers.items()}
-        regularizers = [REGULARIZERS.build(name, options)  # a null entry (regularizers.r1=null) turns one off
-                        for name, options in (cfg.get("regularizers") or {}).items() if options is not None]
-        recipe = cls(generator, discriminator, loss, optimizers, schedulers, model.latent_dim, cfg.trainer.n_critic,
-                     regularizers)
+        recipe = cls(generator, discriminator, build_loss(cfg), optimizers, build_schedulers(cfg, optimizers, data_spec),
+                     model.latent_dim, cfg.trainer.n_critic, build_regularizers(cfg))
         recipe.average_weights("generator", checked_decay((cfg.get("ema") or {}).get("decay")))  # ema.decay
         return recipe
 

@@ -1,0 +1,89 @@
+"""Pix2Pix (Isola et al. 2017): a conditional GAN that learns a mapping from paired images.
+
+The discriminator judges (input, image) pairs: the real target beside its input, or the generator's
+output beside it. Each step updates the discriminator on both pairs (its loss halved, so it learns
+more slowly than the generator), then the generator on the adversarial loss plus
+``model.l1_weight`` x L1 to the target, which makes it get the low frequencies right while the
+PatchGAN judges the high ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+
+from gantrain.data.source import DataSpec
+from gantrain.losses.base import AdversarialLoss
+from gantrain.optim.optimizers import build_optimizer
+from gantrain.options import as_float
+from gantrain.recipes.base import (NextBatch, Preview, build_loss, build_network, build_regularizers,
+                                   build_schedulers, requires_grad)
+from gantrain.recipes.translation import (Direction, TranslationRecipe, checked_test_mode, require_keys,
+                                          side_by_side)
+from gantrain.regularizers.base import Regularizer
+from gantrain.registry import RECIPES
+
+log = logging.getLogger("gantrain")
+
+
+@RECIPES.register("pix2pix")
+class Pix2PixRecipe(TranslationRecipe):
+    default_metrics = ("l1", "psnr", "ssim", "fid", "kid")
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, loss: AdversarialLoss,
+                 optimizers: Mapping[str, torch.optim.Optimizer],
+                 schedulers: Mapping[str, torch.optim.lr_scheduler.LRScheduler], spec: DataSpec,
+                 direction: str = "AtoB", l1_weight: float = 100.0, discriminator_weight: float = 0.5,
+                 test_mode: str = "train", regularizers: Sequence[Regularizer] = ()) -> None:
+        super().__init__({"generator": generator, "discriminator": discriminator}, optimizers, schedulers)
+        self.generator, self.discriminator = generator, discriminator
+        self.loss, self.spec = loss, spec
+        self.l1_weight = as_float("model.l1_weight", l1_weight, minimum=0)
+        self.discriminator_weight = as_float("model.discriminator_weight", discriminator_weight, minimum=0,
+                                             strictly_above=True)
+        self.test_mode = checked_test_mode(test_mode)
+        self.regularizers = list(regularizers)
+        self.directions = {direction: Direction(direction, "generator", "source", "target", paired=True)}
+        self.warn_about_combinations(discriminator, log)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> "Pix2PixRecipe":
+        require_keys(data_spec, ("source", "target"), "pix2pix", "paired images (data=paired data.root=PATH)")
+        source, target = data_spec.batch_keys["source"], data_spec.batch_keys["target"]
+        model = cfg.model
+        generator = build_network(model.generator, device, in_channels=source[0], out_channels=target[0],
+                                  image_shape=tuple(target[1:]))
+        discriminator = build_network(model.discriminator, device, in_channels=source[0] + target[0])
+        optimizers = {"generator": build_optimizer(cfg.optim, "generator", generator.parameters()),
+                      "discriminator": build_optimizer(cfg.optim, "discriminator", discriminator.parameters())}
+        return cls(generator, discriminator, build_loss(cfg), optimizers, build_schedulers(cfg, optimizers, data_spec),
+                   data_spec, cfg.data.get("direction", "AtoB"), model.l1_weight, model.discriminator_weight,
+                   model.test_mode, build_regularizers(cfg))
+
+    def train_step(self, next_batch: NextBatch) -> dict[str, torch.Tensor]:
+        batch = next_batch()
+        source, target = batch["source"], batch["target"]
+        fake = self.generator(source)
+        real_pair, fake_pair = torch.cat([source, target], 1), torch.cat([source, fake], 1)
+        total, scalars = self.discriminator_terms("d", self.discriminator, real_pair, fake_pair,
+                                                  self.discriminator_weight)
+        self.apply_update("discriminator", total, scalars)
+        self.after_discriminator_step(self.discriminator)
+
+        requires_grad(self.discriminator, False)
+        adversarial = self.generator_adversarial(self.discriminator, fake_pair, real_pair)
+        l1 = F.l1_loss(fake, target)
+        total = adversarial + self.l1_weight * l1
+        terms = {"loss/g_adversarial": adversarial.detach(), "loss/g_l1": l1.detach(), "loss/g": total.detach()}
+        self.apply_update("generator", total, terms)
+        requires_grad(self.discriminator, True)
+        return {**scalars, **terms}
+
+    def preview(self, inputs: Mapping[str, torch.Tensor]) -> Preview:
+        """Rows of input | output | target, for the fixed held-out pairs."""
+        return side_by_side([inputs["source"], self.translate_on_cpu(inputs["source"]), inputs["target"]])

@@ -1,0 +1,204 @@
+"""What every recipe that maps images to images shares: directions, test-time behaviour, previews,
+comparisons for the metrics, and the adversarial terms of its discriminators.
+
+A translation recipe names its directions (pix2pix: the one it was trained for; CycleGAN: AtoB and
+BtoA), each a generator network from one batch key to another. ``translate(images, direction)`` is
+all the translate task (gantrain/engine/translate.py) needs; reading files, padding, tiling and
+writing PNGs live there, once, for every such family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from gantrain.data.source import DataSource, DataSpec
+from gantrain.errors import UserError
+from gantrain.losses.base import AdversarialLoss
+from gantrain.metrics.base import Comparison, Outputs
+from gantrain.recipes.base import Preview, Recipe
+from gantrain.recipes.gan import combination_problems
+from gantrain.regularizers.base import Regularizer
+from gantrain.registry import unknown_choice
+
+TEST_MODES = ("train", "eval")
+TEST_SEED = 0  # test-time dropout draws from its own generator with this seed: repeatable outputs
+CHUNK = 8  # images translated at a time for previews and metrics
+
+
+@dataclass(frozen=True)
+class Direction:
+    """One way a recipe translates: which generator, from which batch key to which."""
+
+    name: str  # AtoB or BtoA
+    network: str  # the recipe attribute (and networks key) holding the generator
+    input_key: str  # batch key of its inputs
+    output_key: str  # batch key of the real images of its output side
+    paired: bool  # whether the output side holds each input's own target (pix2pix)
+
+
+@dataclass(frozen=True)
+class TranslationInfo:
+    """What the translate task must know to feed a generator images of any size."""
+
+    in_channels: int
+    out_channels: int
+    multiple: int  # input height and width must be multiples of this (pad, then crop back)
+    scale: int = 1  # outputs are this many times larger than inputs (super-resolution)
+
+
+@contextmanager
+def at_test_time(net: nn.Module, mode: str) -> Iterator[None]:
+    """Run ``net`` as at test time: ``eval`` (running statistics, no dropout) or ``train``.
+
+    ``train`` is what the pix2pix paper does: dropout stays on and BatchNorm normalises with the
+    statistics of the test batch. The running statistics are put back afterwards, and the dropout
+    draws come from a generator of their own, so neither previews nor metrics change the training.
+    """
+    device = next(net.parameters()).device
+    kept = [buffer.clone() for buffer in net.buffers()] if mode == "train" else []
+    was_training = net.training
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(TEST_SEED)
+        net.train(mode == "train")
+        try:
+            yield
+        finally:
+            for buffer, value in zip(net.buffers(), kept):
+                buffer.copy_(value)
+            net.train(was_training)
+
+
+def checked_test_mode(mode: str) -> str:
+    if mode not in TEST_MODES:
+        raise UserError(unknown_choice("model.test_mode", mode, list(TEST_MODES)))
+    return mode
+
+
+def require_keys(spec: DataSpec, keys: Sequence[str], model: str, data_hint: str) -> None:
+    """A model trained on the wrong kind of data fails before training, naming the data it needs."""
+    held = spec.batch_keys
+    if not all(key in held for key in keys):
+        raise UserError(f"model={model} needs {data_hint} (batches of {', '.join(keys)}); this data hands out "
+                        f"{', '.join(held)}")
+
+
+def side_by_side(columns: Sequence[torch.Tensor]) -> Preview:
+    """Rows of (input | output | ...) images: column j of row i is ``columns[j][i]`` (greyscale shown as RGB)."""
+    channels = max(column.shape[1] for column in columns)
+    shown = [column.expand(-1, channels, -1, -1) if column.shape[1] != channels else column for column in columns]
+    return Preview(torch.stack(shown, dim=1).flatten(0, 1), nrow=len(columns))
+
+
+class TranslationRecipe(Recipe):
+    """Base of pix2pix and CycleGAN: translate, previews, comparisons and discriminator terms."""
+
+    directions: dict[str, Direction]
+    test_mode: str = "eval"
+    spec: DataSpec
+    loss: AdversarialLoss
+    regularizers: list[Regularizer]
+    default_metrics = ("fid", "kid")
+
+    def direction(self, name: str | None = None) -> Direction:
+        """The named direction, or the model's first when None."""
+        if name is None:
+            return next(iter(self.directions.values()))
+        if name not in self.directions:
+            raise UserError(f"this {type(self).__name__.removesuffix('Recipe')} model translates "
+                            f"{' and '.join(self.directions)}, not {name}; choose direction="
+                            f"{' or '.join(self.directions)}")
+        return self.directions[name]
+
+    def translation_info(self, name: str | None = None) -> TranslationInfo:
+        direction = self.direction(name)
+        keys = self.spec.batch_keys
+        network = getattr(self, direction.network)
+        return TranslationInfo(int(keys[direction.input_key][0]), int(keys[direction.output_key][0]),
+                               int(getattr(network, "multiple", 1)), int(self.spec.scale))
+
+    @torch.no_grad()
+    def translate(self, images: torch.Tensor, direction: str | None = None) -> torch.Tensor:
+        """Outputs for ``images`` (in [-1, 1], on the model's device) as at test time (``model.test_mode``).
+
+        In ``train`` mode BatchNorm normalises with the statistics of what it is given, so images go
+        through one at a time, as in the paper: an output never depends on which images share its batch.
+        """
+        network = getattr(self, self.direction(direction).network)
+        with at_test_time(network, self.test_mode):
+            if self.test_mode == "train":
+                return torch.cat([network(image) for image in images.split(1)])
+            return network(images)
+
+    def translate_on_cpu(self, images: torch.Tensor, direction: str | None = None) -> torch.Tensor:
+        """``translate`` for CPU images, a few at a time on the model's device."""
+        device = next(getattr(self, self.direction(direction).network).parameters()).device
+        return torch.cat([self.translate(chunk.to(device), direction).float().cpu() for chunk in images.split(CHUNK)])
+
+    def sample(self, n: int, generator: torch.Generator, **conditions: object) -> torch.Tensor:
+        raise UserError(f"{type(self).__name__.removesuffix('Recipe')} translates images rather than drawing "
+                        "samples: use task=translate checkpoint=RUN input=FILE_OR_FOLDER out=FOLDER")
+
+    def preview_inputs(self, reference: Mapping[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return {key: value.cpu() for key, value in reference.items()}
+
+    # --- evaluation ----------------------------------------------------------------------------------
+
+    def comparisons(self, source: DataSource, held_out: tuple[str, Dataset]) -> list[Comparison]:
+        """Per direction: its outputs for the split's inputs against the split's output-side images."""
+        split, data = held_out
+        named = len(self.directions) > 1
+        return [Comparison(direction.name if named else "", data.domain(direction.output_key),
+                           f"{split}/{direction.output_key}",
+                           self._outputs(direction, data.domain(direction.input_key),
+                                         data.domain(direction.output_key) if direction.paired else None),
+                           has_targets=direction.paired)
+                for direction in self.directions.values()]
+
+    def _outputs(self, direction: Direction, inputs: Any, targets: Any | None) -> Outputs:
+        def produce(limit: int, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, Any]]:
+            for indices in torch.arange(min(limit, len(inputs))).split(batch_size):
+                outputs = self.translate_on_cpu(inputs.get_batch(indices)["real"].cpu(), direction.name)
+                yield outputs, targets.get_batch(indices)["real"].cpu() if targets is not None else None
+
+        return produce
+
+    # --- the adversarial terms both families use ----------------------------------------------------
+
+    def discriminator_terms(self, name: str, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                            weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``weight`` x the adversarial loss on real and (detached) generated inputs, plus the regularisers."""
+        real_scores, fake_scores = discriminator(real), discriminator(fake.detach())
+        adversarial = weight * self.loss.discriminator_loss(real_scores, fake_scores)
+        scalars = {f"loss/{name}": adversarial.detach(),
+                   **{f"{name}/{key}": value for key, value in self.loss.describe_scores(real_scores, fake_scores).items()}}
+        total = adversarial
+        for regularizer in self.regularizers:
+            added = regularizer.penalty(discriminator, real, fake.detach())
+            if added is not None:
+                total = total + added[0]
+                scalars.update({f"{name}/{key}": value for key, value in added[1].items()})
+        return total, scalars
+
+    def generator_adversarial(self, discriminator: nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """The generator's adversarial loss against a (frozen) discriminator; relativistic losses also see D(real)."""
+        real_scores = None
+        if self.loss.needs_real_scores_for_generator:
+            with torch.no_grad():
+                real_scores = discriminator(real)
+        return self.loss.generator_loss(discriminator(fake), real_scores)
+
+    def after_discriminator_step(self, *discriminators: nn.Module) -> None:
+        for regularizer in self.regularizers:
+            for discriminator in discriminators:
+                regularizer.after_step(discriminator)
+
+    def warn_about_combinations(self, discriminator: nn.Module, log: Any) -> None:
+        for problem in combination_problems(self.loss, self.regularizers, discriminator):
+            log.warning(problem)

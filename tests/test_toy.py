@@ -1,0 +1,157 @@
+"""2-D toy data: every noise-to-image preset picks its point networks from what the data declares and trains on
+points, cgan conditions on the mode index, WGAN-GP's toy settings learn the ring, and a value given to a key that
+holds options is one line naming the override meant."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import DictConfig
+from omegaconf.errors import ConfigTypeError
+from torch import nn
+
+from conftest import FAST, run_cli
+from gantrain.cli import check_group_choices, config_dir, main, one_line
+from gantrain.data.build import build_data
+from gantrain.data.stream import BatchStream
+from gantrain.engine.rng import seed_everything
+from gantrain.engine.trainer import build_recipe
+from gantrain.errors import UserError
+from gantrain.metrics.coverage import mode_statistics
+from gantrain.data.toy2d import mixture_modes
+from gantrain.registry import load_builtin_parts
+
+load_builtin_parts()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+CPU = torch.device("cpu")
+PRESETS = ("gan", "dcgan", "wgan", "wgan_gp", "cgan", "cgan_mlp")  # every noise-to-image preset
+OWN_TRAINING = {  # what each preset keeps on points: its loss, optimizer and critic steps
+    "gan": ("nonsaturating", "adam", 1), "dcgan": ("nonsaturating", "adam", 1), "wgan": ("wasserstein", "rmsprop", 5),
+    "wgan_gp": ("wasserstein", "adam", 5), "cgan": ("nonsaturating", "adam", 1), "cgan_mlp": ("nonsaturating", "adam", 1)}
+IMAGE_GENERATORS = {"gan": "mlp_generator", "dcgan": "dcgan_generator", "wgan": "dcgan_generator",
+                    "wgan_gp": "dcgan_generator", "cgan": "conditional_dcgan_generator",
+                    "cgan_mlp": "conditional_mlp_generator"}
+
+
+def composed(*overrides: str) -> DictConfig:
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose("gantrain", ["device=cpu", *overrides])
+
+
+def shrink(cfg: DictConfig, width: int = 16, batch_size: int = 32) -> DictConfig:
+    """The same networks, tiny: a few steps in well under a second."""
+    for role in ("generator", "discriminator"):
+        cfg.model[role].hidden = [width]
+    cfg.trainer.batch_size = batch_size
+    return cfg
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_trains_on_points_with_toy_networks_and_its_own_training(preset: str) -> None:
+    cfg = composed(f"model={preset}", "data=toy2d", "data.num_samples=256")
+    conditional = preset.startswith("cgan")
+    assert cfg.data.samples == "points"
+    for role in ("generator", "discriminator"):
+        network = cfg.model[role]
+        assert network.name == ("conditional_" if conditional else "") + f"mlp_{role}"
+        assert list(network.hidden) == [512, 512, 512] and network.negative_slope == 0  # 3 hidden ReLU layers
+    assert cfg.model.latent_dim == 2 and cfg.trainer.batch_size == 256
+    assert (cfg.loss.name, cfg.optim.name, cfg.trainer.n_critic) == OWN_TRAINING[preset]
+
+    source = build_data(cfg.data)
+    recipe = build_recipe(shrink(cfg), source.spec, CPU)
+    assert not any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in recipe.generator.modules())
+    stream = BatchStream(source.dataset, cfg.trainer.batch_size, 0, CPU)
+    for _ in range(2):
+        scalars = recipe.train_step(stream.next)
+        recipe.end_step()
+    assert all(math.isfinite(float(value)) for value in scalars.values())
+    assert recipe.sample(5, torch.Generator().manual_seed(0)).shape == (5, 2)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_image_data_keeps_each_presets_image_networks(preset: str) -> None:
+    cfg = composed(f"model={preset}")  # the default data: digits, images
+    assert "samples" not in cfg.data and cfg.model.generator.name == IMAGE_GENERATORS[preset]
+    if preset == "wgan_gp":  # the paper's image settings, not its toy code's
+        assert cfg.model.latent_dim == 128 and cfg.regularizers.gradient_penalty.weight == 10
+        assert list(cfg.optim.betas) == [0.0, 0.9] and cfg.trainer.batch_size == 64
+
+
+def test_wgan_gp_on_points_has_the_toy_code_settings() -> None:
+    cfg = composed("model=wgan_gp", "data=toy2d")
+    assert cfg.optim.lr == pytest.approx(1e-4) and list(cfg.optim.betas) == [0.5, 0.9]
+    assert cfg.regularizers.gradient_penalty.weight == pytest.approx(0.1)
+    other = composed("model=wgan_gp", "data=toy2d", "optim=rmsprop", "model/networks=wgan_gp_images")
+    assert other.optim.name == "rmsprop" and "betas" not in other.optim  # the command line still wins
+    assert other.model.generator.name == "dcgan_generator"
+
+
+def test_cgan_conditions_on_the_mode_index_of_toy_points() -> None:
+    cfg = shrink(composed("model=cgan", "data=toy2d", "data.name=8gaussians", "data.num_samples=64"))
+    source = build_data(cfg.data)
+    centres, _ = mixture_modes("8gaussians")
+    points, labels = source.dataset.points, source.dataset.labels
+    assert torch.equal(labels, torch.cdist(points, centres).argmin(dim=1))  # the label is the mode
+    recipe = build_recipe(cfg, source.spec, CPU)
+    seen: dict[str, list[torch.Tensor]] = {"generator": [], "discriminator": []}
+    for role in seen:
+        recipe.networks[role].register_forward_hook(lambda module, args, output, role=role: seen[role].append(args[1]))
+    batch = source.dataset.get_batch(torch.arange(32))
+    recipe.train_step(lambda: batch)
+    assert recipe.generator.embedding.num_embeddings == 8
+    assert seen["generator"] and all(torch.equal(given, batch["label"]) for given in seen["generator"])
+    assert seen["discriminator"] and all(torch.equal(given, batch["label"]) for given in seen["discriminator"])
+
+
+MISTAKES = [  # a value where the config holds options (or presets), and the fix the one line names
+    (["metrics=[fid]"], "metrics is a group of options, not a value: set metrics.names=[fid]"),
+    (["metrics=fid"], "set metrics.names=[fid]"),
+    (["ema=0.999"], "ema is a group of options, not a value: set ema.decay=0.999"),
+    (["regularizers=[gradient_penalty]"], "set each entry's options, e.g. ++regularizers.gradient_penalty.weight="),
+    (["model.generator=mlp_generator"], "set model.generator.name=mlp_generator"),
+    (["optim.schedule=linear"], "set optim.schedule.name=linear"),
+    (["++metrics.coverage=3"], "metrics.coverage.OPTION=3 (options: stds, min_share)"),
+    (["loss=[hinge]"], "loss is a group of presets, not a list: pick one, e.g. loss=hinge"),
+    (["trainer=[1]"], "trainer is a group of presets, not a list"),
+]
+
+
+@pytest.mark.parametrize("args,message", MISTAKES, ids=[" ".join(a) for a, _ in MISTAKES])
+def test_a_value_given_to_options_names_the_override_meant(args: list[str], message: str) -> None:
+    with pytest.raises(UserError, match=None) as info:
+        check_group_choices(args)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_values_that_fit_pass() -> None:
+    check_group_choices(["metrics.names=[fid]", "ema.decay=0.9", "regularizers.r1=null", "model=gan,dcgan",
+                         "model.generator.hidden=[16]", "+regularizers.r1.gamma=5", "trainer.max_steps=3",
+                         "model.generator={name: mlp_generator}", "optim.lr=tag(log, interval(1e-5, 1e-3))"])
+
+
+def test_hydra_merge_errors_become_the_same_line() -> None:
+    """A list given to options the YAML does not show (a plugin's) still gets one line with the fix."""
+    error = ConfigCompositionException("Error merging override metrics.extra=[1, 2]")
+    error.__cause__ = ConfigTypeError("Cannot merge DictConfig with ListConfig")
+    assert one_line(error) == ("metrics.extra is a group of options, not a value: "
+                               "set one of its options as metrics.extra.OPTION=[1, 2]")
+
+
+def test_the_cli_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["model=wgan_gp", "data=toy2d", "metrics=[fid]"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == ("gantrain: error: metrics is a group of options, not a value: "
+                                       "set metrics.names=[fid]\n")
+
+
+def test_cfg_job_shows_the_point_networks_picked(tmp_path: Path) -> None:
+    """``gantrain model=wgan_gp data=toy2d`` works as typed; --cfg job shows what the data made it pick."""
+    shown = run_cli("model=wgan_gp", "data=toy2d", *FAST, "--cfg", "job", cwd=tmp_path).stdout
+    assert "samples: points" in shown and "name: mlp_generator" in shown and "dcgan" not in shown
