@@ -163,11 +163,11 @@ def check_group_choices(args: list[str]) -> None:
     key that holds options (``metrics=[fid]``, ``ema=0.999``) -> one line naming the override meant."""
     for arg in args:
         match = OVERRIDE.match(arg)
-        if not match or match["prefix"] in ("+", "~") or "(" in match["value"]:
+        if not match or "(" in match["value"]:
             continue
         key, value = match["key"], match["value"]
-        if key not in GROUPS:
-            misplaced = misplaced_value(key, value, config_dir())
+        if key not in GROUPS:  # + adds a key and ~ deletes one: neither replaces options with a value
+            misplaced = misplaced_value(key, value, config_dir()) if match["prefix"] in (None, "++") else None
             if misplaced:
                 raise UserError(misplaced)
             continue
@@ -204,7 +204,16 @@ def sample_arguments(args: list[str]) -> list[str]:
     checkpoint): no run folder, no log file."""
     if not any(f"task={task}" in args for task in ("sample", "eval", "translate", "interpolate")):
         return args
-    return args + NO_RUN_FOLDER
+    return eval_arguments(args) + NO_RUN_FOLDER
+
+
+def eval_arguments(args: list[str]) -> list[str]:
+    """task=eval: ``data.KEY=VALUE`` changes the checkpoint's data config (``data.val_root=Set14``), whatever
+    keys the default data preset happens to have, so such keys are added or replaced (``++``)."""
+    if "task=eval" not in args:
+        return args
+    return [f"++{arg}" if (override_key(arg) or "").startswith("data.") and arg[0] not in "+~" else arg
+            for arg in args]
 
 
 def rank_arguments(args: list[str]) -> list[str]:

@@ -108,15 +108,15 @@ def misplaced_value(key: str, value: str, config_root: Path) -> str | None:
     if not options:
         return None
     lead = f"{key} is a group of options, not a value"
+    meant = _option_for(value, options)
+    if meant is not None:
+        return f"{lead}: set {key}.{meant[0]}={meant[1]}"
     named = [item for item in list_items(value) if isinstance(options.get(item), dict)]
     if named:  # regularizers=[gradient_penalty]: entries that hold options of their own
         inner = options_of(f"{key}.{named[0]}", config_root) or {}
         option, default = next(iter(inner.items()), ("OPTION", "VALUE"))
         prefix = "" if (config_root / key.split(".")[0]).is_dir() else "++"  # outside a group a preset may lack it
         return f"{lead}: set each entry's options, e.g. {prefix}{key}.{named[0]}.{option}={default}"
-    meant = _option_for(value, options)
-    if meant is not None:
-        return f"{lead}: set {key}.{meant[0]}={meant[1]}"
     return f"{lead}: set one of its options as {key}.OPTION={value} (options: {', '.join(options)})"
 
 

@@ -11,12 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
 
 from conftest import FAST, assert_same_training_state, run_cli, train_straight_and_resumed
+from gantrain.cli import config_dir
+from gantrain.data.build import build_data
 from gantrain.engine.interpolate import interpolate
+from gantrain.engine.trainer import build_recipe
 from gantrain.engine.translate import tiled, translate_images
 from gantrain.errors import UserError
 from gantrain.losses.perceptual import VGG19_WEIGHTS, vgg19_features, vgg19_layer_names
@@ -135,9 +139,18 @@ def test_esrgan_trains_both_stages_resumes_exactly_across_the_switch_and_interpo
         interpolate(OmegaConf.create({"a": str(tmp_path / "other.pt"), "b": str(straight), "alpha": 0.5,
                                       "out": str(tmp_path / "x.pt")}))
 
+    # a GAN stage started from an earlier run's generator (model.generator.init): loaded when a new run starts
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("gantrain", [*common, "model.pretrain.steps=0", f"model.generator.init={psnr_stage}"])
+    source = build_data(cfg.data)
+    recipe = build_recipe(cfg, source.spec, torch.device("cpu"))
+    recipe.start()
+    wanted = torch.load(psnr_stage, weights_only=True)["recipe"]["networks"]["generator"]
+    assert all(torch.equal(recipe.generator.state_dict()[k], wanted[k]) for k in wanted)
+
     run_cli("task=translate", f"checkpoint={tmp_path / 'interp_1.pt'}", f"input={val}", f"out={tmp_path / 'up'}",
             *FAST, cwd=tmp_path)
     with Image.open(tmp_path / "up" / "photo_00.png") as upscaled:
         assert upscaled.size == (32 * 4, 36 * 4)
-    evaluated = run_cli("task=eval", f"checkpoint={straight}", *FAST, cwd=tmp_path)
+    evaluated = run_cli("task=eval", f"checkpoint={straight}", f"data.val_root={val}", *FAST, cwd=tmp_path)
     assert "psnr/bicubic" in evaluated.stdout and "photo_01" in evaluated.stdout  # the per-image table

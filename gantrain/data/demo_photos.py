@@ -38,15 +38,15 @@ def default_demo_root() -> Path:
 
 
 def bundled_photos() -> dict[str, np.ndarray]:
-    """The colour photographs scikit-image and scikit-learn install, as (H, W, 3) uint8 arrays."""
+    """The colour photographs scikit-image and scikit-learn install, as (H, W, 3) uint8 arrays (left out: the
+    Hubble deep field and the retina, mostly black backgrounds with little detail to learn from)."""
     try:
         from skimage import data
     except ImportError as error:
         raise UserError(f"the demo datasets need scikit-image (pip install scikit-image): {error}") from None
     from sklearn.datasets import load_sample_images
 
-    photos = {name: getattr(data, name)() for name in
-              ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")}
+    photos = {name: getattr(data, name)() for name in ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")}
     photos["motorcycle"] = data.stereo_motorcycle()[0]
     for name, image in zip(("china", "flower"), load_sample_images().images):
         photos[name] = image
@@ -145,7 +145,7 @@ DEMO_SIZE = 96  # pixels of each stored crop; data.load_size resizes them and da
 def paired_demo(root: str | None = None, direction: str = "AtoB", preprocess: str = "resize_and_crop",
                 load_size: int = 72, crop_size: int = 64, flip: bool = True, channels: int | None = None) -> DataSource:
     """Greyscale -> colour crops of the bundled photos, in the pix2pix layout (built once into a cache)."""
-    folder = built_folder("paired_demo-v1", root, lambda path: build_paired_demo(path, DEMO_SIZE))
+    folder = built_folder("paired_demo-v2", root, lambda path: build_paired_demo(path, DEMO_SIZE))
     return paired(str(folder), direction, preprocess, load_size, crop_size, flip, channels)
 
 
@@ -153,21 +153,19 @@ def paired_demo(root: str | None = None, direction: str = "AtoB", preprocess: st
 def unpaired_demo(root: str | None = None, preprocess: str = "resize_and_crop", load_size: int = 72,
                   crop_size: int = 64, flip: bool = True, channels: int | None = None) -> DataSource:
     """Colour photos <-> old-print photos, unpaired, in the CycleGAN layout (built once into a cache)."""
-    folder = built_folder("unpaired_demo-v1", root, lambda path: build_unpaired_demo(path, DEMO_SIZE))
+    folder = built_folder("unpaired_demo-v2", root, lambda path: build_unpaired_demo(path, DEMO_SIZE))
     return unpaired(str(folder), preprocess, load_size, crop_size, flip, channels)
 
 
 # --- super-resolution ------------------------------------------------------------------------------
 
 SR_VAL_PHOTOS = ("chelsea", "coffee")  # whole photos held out: a cat and a cup, shown in no training photo
-SR_LEFT_OUT = ("hubble_deep_field", "retina")  # mostly black backgrounds: little detail to learn from
 
 
 def build_sr_demo(folder: Path) -> None:
     """Whole bundled photos as HR PNGs: val/ holds SR_VAL_PHOTOS, train/ the others, so val is never trained on."""
     for name, photo in bundled_photos().items():
-        if name not in SR_LEFT_OUT:
-            save(photo, folder / ("val" if name in SR_VAL_PHOTOS else "train") / f"{name}.png")
+        save(photo, folder / ("val" if name in SR_VAL_PHOTOS else "train") / f"{name}.png")
 
 
 @DATASETS.register("sr_demo")

@@ -219,7 +219,10 @@ class Trainer:
         else:
             self.recipe.start()
             n = trainer.n_samples if self.source.spec.is_image else trainer.n_points
-            reference = reference_batch(self.source.preview_split()[1], n, trainer.seed)  # held out when there is a split
+            split, preview_data = self.source.preview_split()  # held out when the data has such a split
+            if split != "train":  # its images are shown as they are: each once, not repeated to fill the grid
+                n = min(n, len(preview_data))
+            reference = reference_batch(preview_data, n, trainer.seed)
             self.preview_inputs = self.recipe.preview_inputs(reference, torch.Generator().manual_seed(trainer.seed))
 
     def _speed_up(self, trainer: DictConfig) -> None:
