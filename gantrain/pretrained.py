@@ -47,10 +47,21 @@ def offline(download: bool) -> bool:
 
 
 def available(weights: WeightsFile, given: str | None, download: bool) -> bool:
-    """Whether the weights can be had without asking the user for anything."""
+    """Whether the weights can be had without asking the user for anything: a file, or a download that
+    works now (made into the hub cache, where ``locate`` then finds it). A machine without internet whose
+    downloads are allowed gets False, not a failure later."""
     if given is not None:
         return Path(str(given)).expanduser().is_file()
-    return weights.cached.is_file() or not offline(download)
+    if weights.cached.is_file():
+        return True
+    if offline(download):
+        return False
+    try:
+        weights.cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(weights.url, str(weights.cached), progress=False)  # temp file, then moved
+    except OSError:  # no route to the internet (URLError is an OSError), a read-only cache
+        return False
+    return weights.cached.is_file()
 
 
 def locate(weights: WeightsFile, given: str | None, download: bool) -> Path | None:

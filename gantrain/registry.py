@@ -50,6 +50,11 @@ class Registry:
             raise UserError(unknown_choice(self.kind, name, self.names()))
         return self._entries[name]
 
+    def takes(self, name: str, option: str) -> bool:
+        """Whether the part registered as ``name`` accepts ``option`` as a keyword."""
+        params = inspect.signature(self.get(name)).parameters
+        return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
     def build(self, name: str, options: Mapping[str, Any] | None = None, **context: Any) -> Any:
         """Call the constructor registered as ``name``.
 

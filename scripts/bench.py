@@ -581,7 +581,7 @@ def print_table(report: dict[str, Any]) -> None:
 
     settings = report["settings"]
     table = Table(title=f"images/s (median of {settings['rounds']} rounds; min-max) on {settings['device']}, "
-                        f"batch {settings['batch_size']}, {settings['threads']} torch threads")
+                        f"batch {settings['batch_size']} (bN: the workload's own), {settings['threads']} torch threads")
     on_gpu = any("cuda_max_allocated_mb" in w["variants"]["bare"] for w in report["workloads"])
     for column in ("workload", "steps x n_critic", *VARIANTS.values(), "(b)/(a)", "(b)/(c)", "peak RSS MB a/b/c",
                    *(["CUDA max MB a/b/c"] if on_gpu else [])):

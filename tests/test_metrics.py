@@ -232,6 +232,30 @@ def test_a_failed_inception_download_is_a_one_line_error(monkeypatch):
         inception_features(None, True, spec, torch.device("cpu"))
 
 
+def test_default_metrics_try_the_download_and_skip_inception_where_there_is_no_internet(monkeypatch, capsys):
+    """task=eval's default metrics on a machine that may download but cannot: skipped with a warning (not an
+    error at evaluation time); where the download works, the file lands in the hub cache and they stay."""
+    from gantrain.engine.evaluation import evaluation_metrics
+    from gantrain.metrics.features import INCEPTION_WEIGHTS
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("no network in this test")
+
+    def deliver(url, destination, **kwargs):
+        assert url == INCEPTION_WEIGHTS.url
+        Path(destination).write_bytes(b"weights")
+
+    monkeypatch.delenv("GANTRAIN_OFFLINE")
+    trained = OmegaConf.create({"metrics": {"names": [], "features": "inception", "inception_weights": None,
+                                            "download": True}})
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    assert list(evaluation_metrics(OmegaConf.create({}), trained, ["l1", "fid", "kid"]).names) == ["l1"]
+    assert "warning: skipping fid, kid" in capsys.readouterr().err
+    monkeypatch.setattr(torch.hub, "download_url_to_file", deliver)
+    assert list(evaluation_metrics(OmegaConf.create({}), trained, ["l1", "fid", "kid"]).names) == ["l1", "fid", "kid"]
+    assert INCEPTION_WEIGHTS.cached.is_file()
+
+
 def test_cli_without_inception_weights_exits_2_at_once(tmp_path):
     result = run_cli("model=gan", "trainer.max_steps=2", "metrics.names=[fid]", f"hydra.run.dir={tmp_path / 'r'}",
                      *FAST, cwd=tmp_path, check=False, timeout=120,

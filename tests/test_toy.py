@@ -97,6 +97,20 @@ def test_wgan_gp_on_points_has_the_toy_code_settings_on_a_cpu_budget() -> None:
     assert other.model.generator.name == "dcgan_generator"
 
 
+def test_the_toy_codes_exact_settings_are_one_documented_line_and_a_left_over_schedule_option_is_named() -> None:
+    exact = composed("model=wgan_gp", "data=toy2d", "optim=adam_wgan_gp", "optim.betas=[0.5,0.9]",
+                     "trainer.max_steps=100000")  # the line README and the optimizer's YAML give
+    assert exact.optim.lr == pytest.approx(1e-4) and exact.optim.schedule.name == "constant"
+    assert list(exact.optim.betas) == [0.5, 0.9] and exact.regularizers.gradient_penalty.weight == pytest.approx(0.1)
+    build_recipe(shrink(exact), build_data(exact.data).spec, CPU)
+    switched = shrink(composed("model=wgan_gp", "data=toy2d", "optim.schedule.name=constant"))
+    with pytest.raises(UserError, match=r"optim.schedule.start is an option of the linear schedule, not of "
+                                        r"constant; drop it with '~optim.schedule.start'"):
+        build_recipe(switched, build_data(switched.data).spec, CPU)
+    dropped = shrink(composed("model=wgan_gp", "data=toy2d", "optim.schedule.name=constant", "~optim.schedule.start"))
+    build_recipe(dropped, build_data(dropped.data).spec, CPU)
+
+
 def test_cgan_conditions_on_the_mode_index_of_toy_points() -> None:
     cfg = shrink(composed("model=cgan", "data=toy2d", "data.name=8gaussians", "data.num_samples=64"))
     source = build_data(cfg.data)

@@ -325,10 +325,9 @@ def evaluation_metrics(cfg: DictConfig, trained: DictConfig, defaults: Sequence[
     names = list(options.get("names") or defaults)
     if not names:
         raise UserError("task=eval needs metrics to compute, e.g. 'metrics.names=[fid,kid]'")
-    if options.features == INCEPTION and not inception_available(options.get("inception_weights"),
-                                                                 bool(options.get("download", True))):
-        inception = [name for name in names if name in ("fid", "kid", "is", "precision_recall")]
-        if inception and len(inception) < len(names):
+    inception = [name for name in names if name in ("fid", "kid", "is", "precision_recall")]
+    if options.features == INCEPTION and inception and len(inception) < len(names):
+        if not inception_available(options.get("inception_weights"), bool(options.get("download", True))):
             warn(f"skipping {', '.join(inception)}: the Inception weights {INCEPTION_FILE} are not available "
                  "offline (see README 'Offline use'); name the metrics with metrics.names to be told what to fetch")
             names = [name for name in names if name not in inception]
