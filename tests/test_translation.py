@@ -14,7 +14,7 @@ from torch import nn
 
 from conftest import FAST, assert_same_training_state, run_cli, train_straight_and_resumed
 from gantrain.data.build import build_data
-from gantrain.data.demo_photos import build_paired_demo, build_unpaired_demo
+from gantrain.data.demo_photos import build_paired_demo, build_unpaired_demo, vintage
 from gantrain.data.stream import BatchStream
 from gantrain.engine.translate import padded, tiled, translate_images
 from gantrain.errors import UserError
@@ -337,9 +337,12 @@ def test_the_demos_build_from_the_installed_photos(tmp_path):
     unpaired = build_data(OmegaConf.create({"name": "unpaired", "root": str(tmp_path / "unpaired"), "load_size": 40,
                                             "crop_size": 32}))
     assert len(unpaired.dataset.a) >= 100 and len(unpaired.dataset.b) >= 100 and set(unpaired.held_out) == {"test"}
-    a_photos = {p.name.rsplit("_", 1)[0] for p in (tmp_path / "unpaired" / "trainA").iterdir()}
+    a_files = sorted((tmp_path / "unpaired" / "trainA").iterdir())
     b_photos = {p.name.rsplit("_", 1)[0] for p in (tmp_path / "unpaired" / "trainB").iterdir()}
-    assert a_photos and b_photos and not a_photos & b_photos  # unpaired: no photo on both sides
+    assert {p.name.rsplit("_", 1)[0] for p in a_files} == b_photos  # the same scenes on both sides: style differs
+    for a_file in a_files:  # ... but from other places of each photo: no B image is an A image in old-print tone
+        b_file = tmp_path / "unpaired" / "trainB" / a_file.name
+        assert not np.array_equal(vintage(np.asarray(Image.open(a_file))), np.asarray(Image.open(b_file)))
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -123,18 +123,20 @@ def build_paired_demo(folder: Path, size: int, seed: int = 0) -> None:
 
 
 def build_unpaired_demo(folder: Path, size: int, seed: int = 0) -> None:
-    """photo2vintage: A/ colour crops of half the photos, B/ old-print crops of the other half (no pairs)."""
+    """photo2vintage: A/ colour crops, B/ old-print crops drawn at other random places of the same photos.
+
+    Both domains show the same kinds of scene, so style is all that tells them apart (with half the photos
+    on each side a discriminator tells the scenes apart instead, and the generators learn to paint the other
+    side's scenes); no B crop is the A crop of the same place, so there are no pairs.
+    """
     rng = np.random.default_rng(seed)
     photos = bundled_photos()
-    names = sorted(photos)
-    sides = {"A": names[0::2], "B": names[1::2]}
     for split, total in SPLIT_COUNTS.items():
         if split == "val":
             continue  # the CycleGAN layout: trainA/B and testA/B
-        for side, chosen in sides.items():
-            for name in chosen:
-                for index, crop in enumerate(crops(photos[name], regions(split), size,
-                                                   _per_photo(total, len(chosen)), rng)):
+        for side in ("A", "B"):
+            for name, photo in photos.items():
+                for index, crop in enumerate(crops(photo, regions(split), size, _per_photo(total, len(photos)), rng)):
                     save(crop if side == "A" else vintage(crop), folder / f"{split}{side}" / f"{name}_{index:03d}.png")
 
 
@@ -153,7 +155,7 @@ def paired_demo(root: str | None = None, direction: str = "AtoB", preprocess: st
 def unpaired_demo(root: str | None = None, preprocess: str = "resize_and_crop", load_size: int = 72,
                   crop_size: int = 64, flip: bool = True, channels: int | None = None) -> DataSource:
     """Colour photos <-> old-print photos, unpaired, in the CycleGAN layout (built once into a cache)."""
-    folder = built_folder("unpaired_demo-v2", root, lambda path: build_unpaired_demo(path, DEMO_SIZE))
+    folder = built_folder("unpaired_demo-v3", root, lambda path: build_unpaired_demo(path, DEMO_SIZE))
     return unpaired(str(folder), preprocess, load_size, crop_size, flip, channels)
 
 
