@@ -55,11 +55,15 @@ class Registry:
         params = inspect.signature(self.get(name)).parameters
         return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
-    def build(self, name: str, options: Mapping[str, Any] | None = None, **context: Any) -> Any:
+    def build(self, name: str, options: Mapping[str, Any] | None = None, config_key: str | None = None,
+              **context: Any) -> Any:
         """Call the constructor registered as ``name``.
 
         ``options`` come from the user's config: each must be a parameter of the
         constructor, or the user gets a one-line error naming the accepted ones.
+        ``config_key`` is where those options sit in the config (``optim.schedule``): given, an option
+        that belongs to another registered part (left behind when a preset's ``name`` was switched on
+        the command line) gets an error naming that part and the override that drops it.
         ``context`` is what gantrain knows (data shape, latent size, device...):
         each item is passed only if the constructor asks for it.
         """
@@ -70,6 +74,11 @@ class Registry:
         accepted = [p for p in params if p not in context and p != "self"]
         if not takes_any:
             unknown = [key for key in options if key not in params or key in context]
+            owner = next((other for other in self if other != name and self.takes(other, unknown[0])), None) \
+                if unknown and config_key and unknown[0] not in context else None
+            if owner:
+                raise UserError(f"{config_key}.{unknown[0]} is an option of the {owner} {self.kind}, not of {name}; "
+                                f"drop it with '~{config_key}.{unknown[0]}'")
             if unknown:
                 raise UserError(
                     f"{self.kind} '{name}' has no option '{unknown[0]}'; "

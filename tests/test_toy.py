@@ -104,7 +104,7 @@ def test_the_toy_codes_exact_settings_are_one_documented_line_and_a_left_over_sc
     assert list(exact.optim.betas) == [0.5, 0.9] and exact.regularizers.gradient_penalty.weight == pytest.approx(0.1)
     build_recipe(shrink(exact), build_data(exact.data).spec, CPU)
     switched = shrink(composed("model=wgan_gp", "data=toy2d", "optim.schedule.name=constant"))
-    with pytest.raises(UserError, match=r"optim.schedule.start is an option of the linear schedule, not of "
+    with pytest.raises(UserError, match=r"optim.schedule.start is an option of the linear lr schedule, not of "
                                         r"constant; drop it with '~optim.schedule.start'"):
         build_recipe(switched, build_data(switched.data).spec, CPU)
     dropped = shrink(composed("model=wgan_gp", "data=toy2d", "optim.schedule.name=constant", "~optim.schedule.start"))

@@ -10,7 +10,6 @@ import math
 import torch
 
 from gantrain.data.source import DataSpec
-from gantrain.errors import UserError
 from gantrain.options import positive_number
 from gantrain.registry import OPTIMIZERS, SCHEDULES
 
@@ -56,14 +55,8 @@ def build_schedule(optim_cfg: Mapping[str, Any], optimizer: torch.optim.Optimize
     """``optim.schedule`` for one optimizer; schedules may ask for the run's length in steps, its epoch length,
     or the step its optimizer's training stage starts at (milestones count from there)."""
     schedule = dict(optim_cfg.get("schedule") or {"name": "constant"})
-    name = schedule.pop("name")
-    for option in schedule:  # an option the preset set for its own schedule, left behind by optim.schedule.name=
-        owner = next((other for other in SCHEDULES if other != name and SCHEDULES.takes(other, option)), None)
-        if not SCHEDULES.takes(name, option) and owner:
-            raise UserError(f"optim.schedule.{option} is an option of the {owner} schedule, not of {name}; "
-                            f"drop it with '~optim.schedule.{option}'")
-    return SCHEDULES.build(name, schedule, optimizer=optimizer, total_steps=total_steps,
-                           steps_per_epoch=steps_per_epoch, stage_start=stage_start)
+    return SCHEDULES.build(schedule.pop("name"), schedule, "optim.schedule", optimizer=optimizer,
+                           total_steps=total_steps, steps_per_epoch=steps_per_epoch, stage_start=stage_start)
 
 
 def run_length(cfg: Mapping[str, Any], data_spec: DataSpec) -> dict[str, float | int | None]:

@@ -311,7 +311,7 @@ def build_network(node: Mapping[str, Any], device: torch.device, **context: Any)
 
 def build_loss(cfg: DictConfig) -> AdversarialLoss:
     """The ``loss`` group's adversarial loss."""
-    return LOSSES.build(cfg.loss.name, {k: v for k, v in cfg.loss.items() if k != "name"})
+    return LOSSES.build(cfg.loss.name, {k: v for k, v in cfg.loss.items() if k != "name"}, "loss")
 
 
 def build_regularizers(cfg: DictConfig) -> list[Regularizer]:
