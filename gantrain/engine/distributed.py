@@ -15,6 +15,7 @@ statistics are taken from rank 0 after every step (DDP's ``broadcast_buffers``).
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -136,6 +137,7 @@ def leave_world() -> None:
     global _world
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        gc.collect()  # free gloo's threads now, not during interpreter shutdown (where they can abort the process)
     _world = World()
 
 
