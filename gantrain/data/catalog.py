@@ -67,12 +67,12 @@ class NamedSet:
         return all(archive.size for archive in self.archives)
 
 
-def _pix2pix(name: str, approx_mb: int, splits: tuple[str, ...]) -> NamedSet:
+def _pix2pix(name: str, approx_mb: int) -> NamedSet:
     archive = Archive(
         f"{name}.tar.gz",
         (f"http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/{name}.tar.gz",
          f"https://people.eecs.berkeley.edu/~tinghuiz/projects/pix2pix/datasets/{name}.tar.gz"),
-        None, None, NONE_PUBLISHED, tuple(f"{name}/{split}" for split in splits), approx_mb=approx_mb)
+        None, None, NONE_PUBLISHED, (f"{name}/train",), approx_mb=approx_mb)
     return NamedSet(name, "paired", (archive,), {"root": f"{name}/{name}"},
                     "pix2pix (Isola et al. 2017), junyanz/pytorch-CycleGAN-and-pix2pix datasets/download_pix2pix_dataset.sh")
 
@@ -138,12 +138,12 @@ def _div2k_set(name: str, scale: int | None) -> NamedSet:
 
 SETS: tuple[NamedSet, ...] = (
     # pix2pix: A|B pairs side by side in train/ (val/, test/); sizes as listed by the authors' server, approximate
-    _pix2pix("facades", 30, ("train", "val", "test")),
-    _pix2pix("cityscapes", 100, ("train", "val")),
-    _pix2pix("maps", 240, ("train", "val")),
-    _pix2pix("edges2shoes", 2100, ("train", "val")),
-    _pix2pix("edges2handbags", 8600, ("train", "val")),
-    _pix2pix("night2day", 1900, ("train", "val", "test")),
+    _pix2pix("facades", 30),
+    _pix2pix("cityscapes", 100),
+    _pix2pix("maps", 240),
+    _pix2pix("edges2shoes", 2100),
+    _pix2pix("edges2handbags", 8600),
+    _pix2pix("night2day", 1900),
     # CycleGAN: trainA/ trainB/ testA/ testB/
     _cyclegan("horse2zebra", 116867962, "a74d9d392eecca9966b51287a76ca126af473d9de4f3e8fc0e9cda08fa1730a1"),
     _cyclegan("monet2photo", 305231073, "88f91b00fc228f97c9411fbf1880ec1d119c98f1722e4cfcfaa2fb35fac05b04"),

@@ -7,6 +7,7 @@ sure the archives are unpacked under ``data.download_dir`` and then hands the la
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -30,7 +31,19 @@ def folders(entry: NamedSet, download_dir: str | None, mirror: str | None, sha25
     return {option: str(root / path) for option, path in entry.paths.items()}
 
 
-def _val_folder(val: str | None, val_root: str | None, download_dir: str | None, mirror: str | None) -> str | None:
+def split_pins(sha256: object, entry: NamedSet) -> tuple[object, object]:
+    """``data.sha256`` as (the rest's, ``entry``'s): a mapping {FILE: DIGEST} may pin the archives of both the
+    training set and its named val set; a single digest is the training set's; null skips both."""
+    if not isinstance(sha256, Mapping):
+        return sha256, (None if sha256 is None else FROM_TABLE)
+    own = {archive.filename for archive in entry.archives}
+    rest = {key: value for key, value in sha256.items() if key not in own}
+    mine = {key: value for key, value in sha256.items() if key in own}
+    return rest or FROM_TABLE, mine or FROM_TABLE
+
+
+def _val_folder(val: str | None, val_root: str | None, download_dir: str | None, mirror: str | None,
+                sha256: object) -> str | None:
     """``data.val=NAME``: a named SR benchmark's HR folder as the held-out split (``data.val_root`` is the
     same for a folder of one's own; giving both is ambiguous)."""
     if val is None:
@@ -40,7 +53,7 @@ def _val_folder(val: str | None, val_root: str | None, download_dir: str | None,
                         "the other to null")
     if val not in SR_VAL_SETS:
         raise UserError(unknown_choice("data.val", val, list(SR_VAL_SETS)))
-    return folders(CATALOG[val], download_dir, mirror, FROM_TABLE)["val_root"]
+    return folders(CATALOG[val], download_dir, mirror, sha256)["val_root"]
 
 
 def build_named(name: str, download_dir: str | None = None, mirror: str | None = None, sha256: object = FROM_TABLE,
@@ -49,13 +62,18 @@ def build_named(name: str, download_dir: str | None = None, mirror: str | None =
     entry = lookup(name)
     for option, value in entry.fixed.items():
         if options.get(option, value) != value:
+            siblings = [n for n, e in CATALOG.items() if e.layout == entry.layout and e.source == entry.source]
             raise UserError(f"data={name} holds files made for data.{option}={value}, not {options[option]}; keep "
-                            f"{value} or pick another set ({', '.join(n for n in CATALOG if n.startswith(name[:4]))})")
+                            f"{value} or pick another of {', '.join(siblings)}")
+    if val is not None and entry.layout == "sr" and val in CATALOG:
+        sha256, val_sha256 = split_pins(sha256, CATALOG[val])
+    else:
+        val_sha256 = FROM_TABLE
     given = {key: options.pop(key) for key in entry.paths if options.get(key) is not None}
     located = {} if "root" in given else folders(entry, download_dir, mirror, sha256)  # data.root=PATH: a copy of one's own
     located.update(given)
     if entry.layout == "sr":
-        located["val_root"] = _val_folder(val, options.pop("val_root", None), download_dir, mirror)
+        located["val_root"] = _val_folder(val, options.pop("val_root", None), download_dir, mirror, val_sha256)
     elif val is not None:
         raise UserError(f"data.val={val} names an SR benchmark; data={name} is {entry.layout} data")
     return DATASETS.build(entry.layout, {**options, **located}, held_out_only=held_out_only)
