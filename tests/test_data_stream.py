@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import Dataset
@@ -15,6 +16,7 @@ from torch.utils.data import Dataset
 from gantrain.data.source import DataSource, DataSpec, TensorImages, TensorPoints
 from gantrain.data.stream import BatchStream, keeps_on_device, mirror
 from gantrain.data.build import DATA_LOOP_KEYS, build_data
+from gantrain.data.catalog import CATALOG
 from gantrain.errors import UserError
 from gantrain.registry import DATASETS, load_builtin_parts
 
@@ -237,11 +239,14 @@ def test_image_folder_cache_limit(tmp_path: Path) -> None:
 @pytest.mark.parametrize("preset", sorted(p.stem for p in CONFIGS.glob("*.yaml")))
 def test_data_presets_name_stream_keys_and_builder_options_only(preset: str) -> None:
     """Every preset sets on_device and hflip (off, as in the papers); the rest are its builder's options
-    (``defaults`` is Hydra's: a data config may declare its samples there, e.g. toy2d's ``samples: points``)."""
-    cfg = OmegaConf.load(CONFIGS / f"{preset}.yaml")
+    (a named dataset's builder takes its own download options and passes the rest to its layout's builder)."""
+    with initialize_config_dir(str(CONFIGS.parent), version_base="1.3"):
+        cfg = compose("gantrain", [f"data={preset}"]).data
     assert cfg.on_device == "auto" and cfg.hflip is False
-    builder_options = inspect.signature(DATASETS.get(cfg.name)).parameters
-    assert all(key in builder_options for key in cfg if key not in (*DATA_LOOP_KEYS, "defaults"))
+    builder_options = set(inspect.signature(DATASETS.get(cfg.name)).parameters)
+    if cfg.name in CATALOG:
+        builder_options |= set(inspect.signature(DATASETS.get(CATALOG[cfg.name].layout)).parameters)
+    assert all(key in builder_options for key in cfg if key not in DATA_LOOP_KEYS)
 
 
 def test_build_data_keeps_stream_keys_from_the_builder() -> None:

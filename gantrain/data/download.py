@@ -45,8 +45,8 @@ def download_root(download_dir: str | None) -> Path:
 
 def mirror_urls(mirror: str | None) -> list[str]:
     """``data.mirror``, else $GANTRAIN_DATASET_MIRROR: base URLs holding the archives under their own names."""
-    given = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
-    if given is None:
+    given = mirror or os.environ.get(MIRROR_ENV)
+    if not given:
         return []
     return [str(given).rstrip("/") + "/"]
 
@@ -187,7 +187,7 @@ def _download(url: str, archive: Archive, target: Path) -> None:
         if archive.google_drive_id and "drive.google.com" in url:
             _from_google_drive(archive, part)
         else:
-            _http(url, part)
+            _http(url, part, f"{archive.megabytes:,.0f} MB" if archive.size else f"about {archive.approx_mb:,} MB")
     except requests.HTTPError as error:
         status = error.response.status_code if error.response is not None else "?"
         raise _Failed(f"HTTP {status}") from None
@@ -205,7 +205,7 @@ def _download(url: str, archive: Archive, target: Path) -> None:
     os.replace(part, target)
 
 
-def _http(url: str, part: Path) -> None:
+def _http(url: str, part: Path, size: str) -> None:
     """pooch's HTTP downloader (progress bar, streaming), asked for the missing bytes only when some are there."""
     import pooch
     import requests
@@ -213,10 +213,13 @@ def _http(url: str, part: Path) -> None:
     done = part.stat().st_size if part.is_file() else 0
     headers = {}
     if done:
-        head = requests.head(url, timeout=TIMEOUT, allow_redirects=True)
-        head.raise_for_status()
-        ranges = head.headers.get("Accept-Ranges", "").lower() == "bytes"
-        total = int(head.headers.get("Content-Length", 0) or 0)
+        try:
+            head = requests.head(url, timeout=TIMEOUT, allow_redirects=True)
+            head.raise_for_status()
+        except requests.HTTPError:  # a server that answers no HEAD: start over with GET (its errors are reported)
+            head = None
+        ranges = head is not None and head.headers.get("Accept-Ranges", "").lower() == "bytes"
+        total = int(head.headers.get("Content-Length", 0) or 0) if head is not None else 0
         if ranges and 0 < done < total:
             headers = {"Range": f"bytes={done}-"}
             log.info("continuing %s from byte %d of %d", part.name, done, total)
@@ -226,7 +229,7 @@ def _http(url: str, part: Path) -> None:
             return  # complete already
     progress = sys.stderr.isatty()
     downloader = pooch.HTTPDownloader(progressbar=progress, chunk_size=CHUNK, timeout=TIMEOUT, headers=headers)
-    log.info("downloading %s", url)
+    log.info("downloading %s (%s)", url, size)
     with open(part, "ab" if done else "wb") as output:
         downloader(url, output, None)
 
@@ -235,6 +238,7 @@ def _from_google_drive(archive: Archive, part: Path) -> None:
     """Google Drive answers large files with a confirmation page: torchvision's helper (through gdown) handles it."""
     from torchvision.datasets.utils import download_file_from_google_drive
 
+    part.unlink(missing_ok=True)  # the helper would take any file already there as done
     try:
         download_file_from_google_drive(archive.google_drive_id, str(part.parent), part.name)
     except RuntimeError as error:  # gdown missing, or Google Drive's download quota
@@ -258,7 +262,8 @@ def unpack(archive: Archive, file: Path, root: Path) -> Path:
         if missing:
             found = ", ".join(sorted(p.name for p in partial.iterdir())[:8]) or "nothing"
             raise UserError(f"{file} does not hold the expected layout: missing {', '.join(missing)} (found: {found}); "
-                            "a mirror may serve a different archive under this name")
+                            "a mirror may serve a different archive under this name (delete the file to download "
+                            "it again)")
         (partial / COMPLETE).write_text(f"unpacked from {archive.filename} by gantrain\n", encoding="utf-8")
         shutil.rmtree(folder, ignore_errors=True)
         partial.rename(folder)
