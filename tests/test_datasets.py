@@ -228,6 +228,7 @@ def test_all_sources_failing_lists_them_and_the_manual_path(tmp_path, server):
     message = str(failure.value)
     assert f"{server.url}b/facades.tar.gz (HTTP 404)" in message and f"{server.url}a/facades.tar.gz (HTTP 404)" in message
     assert str(tmp_path / "facades.tar.gz") in message and "\n" not in message
+    assert written(tmp_path) == []  # not even an empty .part
     closed = local_only("facades", ("http://127.0.0.1:9/facades.tar.gz",))  # the discard port: nothing listens
     with pytest.raises(UserError, match="cannot reach any source .*no network.* put it at " + str(tmp_path)):
         prepare(closed, str(tmp_path), None, None)

@@ -202,6 +202,11 @@ def _download(url: str, archive: Archive, target: Path) -> None:
         part.unlink(missing_ok=True)
         raise UserError(f"cannot write {part}: {error.strerror or error}; free some space or choose another "
                         "folder with data.download_dir=PATH") from None
+    finally:
+        if part.is_file() and not part.stat().st_size:  # nothing came: leave no empty file behind
+            part.unlink()
+    if not part.is_file():
+        raise _Failed("an empty file")
     os.replace(part, target)
 
 
