@@ -283,13 +283,17 @@ def test_a_corrupt_image_is_named(tmp_path, server):
 
 
 def test_an_unwritable_download_folder_and_wrong_options_are_one_line_errors(tmp_path, server):
+    server.requests.clear()
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(UserError, match="cannot write the download folder .*data.download_dir=PATH"):
         prepare(lookup("facades"), str(tmp_path / "file" / "data"), server.url, None)
     with pytest.raises(UserError, match="data.scale=4, not 2; keep 4 or pick another of div2k, div2k_x2"):
         build_named("div2k_x4", download_dir=str(tmp_path), scale=2)
     with pytest.raises(UserError, match="unknown data.val 'set15'"):
-        build_named("div2k", download_dir=str(tmp_path), root=str(tmp_path), val="set15")
+        build_named("div2k", download_dir=str(tmp_path), mirror=server.url, val="set15")  # before any download
+    with pytest.raises(UserError, match="data.val=set5 names an SR benchmark; data=facades is paired data"):
+        build_named("facades", download_dir=str(tmp_path), mirror=server.url, val="set5")
+    assert server.requests == []
     with pytest.raises(UserError, match="not an archive of facades"):
         prepare(lookup("facades"), str(tmp_path), server.url, {"horse2zebra.zip": "0" * 64})
 

@@ -42,18 +42,18 @@ def split_pins(sha256: object, entry: NamedSet) -> tuple[object, object]:
     return rest or FROM_TABLE, mine or FROM_TABLE
 
 
-def _val_folder(val: str | None, val_root: str | None, download_dir: str | None, mirror: str | None,
-                sha256: object) -> str | None:
-    """``data.val=NAME``: a named SR benchmark's HR folder as the held-out split (``data.val_root`` is the
-    same for a folder of one's own; giving both is ambiguous)."""
+def _check_val(val: str | None, val_root: str | None, entry: NamedSet) -> None:
+    """``data.val=NAME`` names an SR benchmark, for an SR set, without ``data.val_root`` (both would be ambiguous):
+    checked before anything is downloaded."""
     if val is None:
-        return val_root
+        return
+    if entry.layout != "sr":
+        raise UserError(f"data.val={val} names an SR benchmark; data={entry.name} is {entry.layout} data")
+    if val not in SR_VAL_SETS:
+        raise UserError(unknown_choice("data.val", val, list(SR_VAL_SETS)))
     if val_root is not None:
         raise UserError(f"data.val={val} and data.val_root={val_root} both name the held-out images; set one, "
                         "the other to null")
-    if val not in SR_VAL_SETS:
-        raise UserError(unknown_choice("data.val", val, list(SR_VAL_SETS)))
-    return folders(CATALOG[val], download_dir, mirror, sha256)["val_root"]
 
 
 def build_named(name: str, download_dir: str | None = None, mirror: str | None = None, sha256: object = FROM_TABLE,
@@ -65,17 +65,15 @@ def build_named(name: str, download_dir: str | None = None, mirror: str | None =
             siblings = [n for n, e in CATALOG.items() if e.layout == entry.layout and e.source == entry.source]
             raise UserError(f"data={name} holds files made for data.{option}={value}, not {options[option]}; keep "
                             f"{value} or pick another of {', '.join(siblings)}")
-    if val is not None and entry.layout == "sr" and val in CATALOG:
+    _check_val(val, options.get("val_root"), entry)
+    val_sha256 = FROM_TABLE
+    if val is not None:
         sha256, val_sha256 = split_pins(sha256, CATALOG[val])
-    else:
-        val_sha256 = FROM_TABLE
     given = {key: options.pop(key) for key in entry.paths if options.get(key) is not None}
     located = {} if "root" in given else folders(entry, download_dir, mirror, sha256)  # data.root=PATH: a copy of one's own
     located.update(given)
-    if entry.layout == "sr":
-        located["val_root"] = _val_folder(val, options.pop("val_root", None), download_dir, mirror, val_sha256)
-    elif val is not None:
-        raise UserError(f"data.val={val} names an SR benchmark; data={name} is {entry.layout} data")
+    if val is not None:
+        located["val_root"] = folders(CATALOG[val], download_dir, mirror, val_sha256)["val_root"]
     return DATASETS.build(entry.layout, {**options, **located}, held_out_only=held_out_only)
 
 
