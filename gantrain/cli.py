@@ -211,7 +211,13 @@ def sample_arguments(args: list[str]) -> list[str]:
     checkpoint): no run folder, no log file."""
     if not any(f"task={task}" in args for task in ("sample", "eval", "translate", "interpolate", "download")):
         return args
-    return eval_arguments(args) + NO_RUN_FOLDER
+    return with_overrides(eval_arguments(args), NO_RUN_FOLDER)
+
+
+def with_overrides(args: list[str], extra: list[str]) -> list[str]:
+    """``extra`` overrides added before Hydra's own flags (``--cfg job``), where argparse still takes overrides."""
+    flag = next((i for i, arg in enumerate(args) if arg.startswith("-")), len(args))
+    return args[:flag] + extra + args[flag:]
 
 
 def eval_arguments(args: list[str]) -> list[str]:
