@@ -139,6 +139,20 @@ class Recipe:
         del held_out  # a generator's samples are compared with the data it learned (the usual FID reference)
         return [Comparison("", source.dataset, "train")]
 
+    @classmethod
+    def standalone_spec(cls, cfg: DictConfig, implied: Mapping[str, Any]) -> DataSpec:
+        """The data a model built around a bare weights file assumes (``task=sample model=dcgan checkpoint=G.pth``):
+        noise-to-image models read it from the data config; ``implied`` holds what the file fixes (channels)."""
+        del implied
+        from gantrain.data.build import build_data
+
+        return build_data(cfg.data).spec
+
+    @classmethod
+    def standalone_config(cls, cfg: DictConfig) -> DictConfig:
+        """The config a model built only to run a bare weights file is made from (training-only parts may go)."""
+        return cfg
+
     def start(self) -> None:
         """Called by the loop once before the first step of a new run (never on resume): a recipe that starts
         from pretrained weights (``model.generator.init``) loads them here, so resuming and using a trained
@@ -305,7 +319,7 @@ def all_finite(tensors: list[torch.Tensor]) -> bool:
 
 def build_network(node: Mapping[str, Any], device: torch.device, **context: Any) -> nn.Module:
     """Build ``{name: ..., option: value}`` from ``NETWORKS`` and move it to ``device``."""
-    options = {k: v for k, v in node.items() if k != "name"}
+    options = {k: v for k, v in node.items() if k != "name" and k != "init" and not str(k).startswith("init_")}
     return NETWORKS.build(node["name"], options, **context).to(device)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -30,6 +31,7 @@ from gantrain.registry import unknown_choice
 TEST_MODES = ("train", "eval")
 TEST_SEED = 0  # test-time dropout draws from its own generator with this seed: repeatable outputs
 CHUNK = 8  # images translated at a time for previews and metrics
+STANDALONE_SIZE = 256  # image size a model built for a bare weights file assumes (the published models' crops)
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,21 @@ class TranslationRecipe(Recipe):
     loss: AdversarialLoss
     regularizers: list[Regularizer]
     default_metrics = ("fid", "kid")
+
+    sides: tuple[str, str] = ("source", "target")  # batch keys of the input and the output side
+
+    @classmethod
+    def standalone_spec(cls, cfg: DictConfig, implied: Mapping[str, Any]) -> DataSpec:
+        """Square images of the data config's crop size (else STANDALONE_SIZE) with the channels and scale the
+        weights file implies: what sizes a network (ResNet blocks, U-Net depth) when no data is read."""
+        data = cfg.get("data") or {}
+        size = int(data.get("crop_size") or data.get("hr_size") or STANDALONE_SIZE)
+        scale = int(implied.get("scale") or data.get("scale") or 1)
+        channels_in = int(implied.get("in_channels") or data.get("channels") or 3)
+        channels_out = int(implied.get("out_channels") or channels_in)
+        keys = {cls.sides[0]: (channels_in, max(size // scale, 1), max(size // scale, 1)),
+                cls.sides[1]: (channels_out, size, size)}
+        return DataSpec(shape=keys[cls.sides[1]], keys=keys, scale=scale)
 
     def direction(self, name: str | None = None) -> Direction:
         """The named direction, or the model's first when None."""
