@@ -10,13 +10,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
+from conftest import FAST, assert_same_training_state, run_cli
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 from reference_archs import (ReferenceNLayerDiscriminator, ReferenceResnetGenerator, ReferenceRRDBNet,
                              ReferenceUnetGenerator, ReferenceVGGStyleDiscriminator, esrgan_sequential_keys,
                              randomised)
 
+from gantrain.cli import config_dir
+from gantrain.engine.sampling import sample
+from gantrain.engine.trainer import Trainer
+from gantrain.engine.translate import translate_files
 from gantrain.engine.weight_files import check_options, fit, load_fitted, read_weights
 from gantrain.errors import UserError
 from gantrain.nets.patchgan import PatchGANDiscriminator
@@ -194,3 +202,116 @@ def test_old_runs_resume_with_the_new_null_options() -> None:
     old = OmegaConf.to_container(OmegaConf.create({"generator": {"blocks": 2}}))
     assert _first_difference(old, {"generator": {"blocks": 2, "input_unshuffle": None}, "init_key": None}) is None
     assert _first_difference(old, {"generator": {"blocks": 3}}) is not None
+
+
+# --- tasks and training runs from weight files (in process: the CLI adds only its one-line errors) ---------------
+
+TINY_DCGAN = ["model=dcgan", "model.generator.base_channels=8", "model.discriminator.base_channels=8",
+              "trainer.batch_size=8", "trainer.sample_every=100", "trainer.log_every=100", *FAST]
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def config(*overrides: str) -> DictConfig:
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose("gantrain", list(overrides))
+
+
+def train(run: Path, *overrides: str) -> dict:
+    """A training run in this process; its last checkpoint."""
+    Trainer(config(*overrides, f"hydra.run.dir={run}"), run, list(overrides)).fit()
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+
+
+def picture(path: Path) -> torch.Tensor:
+    with Image.open(path) as image:
+        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).int()
+
+
+def eight_bit(images: torch.Tensor) -> torch.Tensor:
+    return images[0].add(1).mul(127.5).round().clamp(0, 255).int()
+
+
+def test_translate_with_published_files_without_a_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    pixels = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save("photo.png")
+    inputs = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+
+    reference = randomised(ReferenceRRDBNet(3, 8, 2, 4, basicsr=False))
+    save(esrgan_sequential_keys(reference.state_dict(), 2), tmp_path / "RRDB_ESRGAN_x4.pth")
+    task = ["task=translate", "model=esrgan", "checkpoint=RRDB_ESRGAN_x4.pth", "input=photo.png", "out=x4/",
+            "model.generator.features=8", "model.generator.growth=4", *FAST]
+    with pytest.raises(UserError, match="the file has 2 RRDB blocks, model.generator.blocks is 23; "
+                                        "set model.generator.blocks=2"):
+        translate_files(config(*task))
+    translate_files(config(*task, "model.generator.blocks=2"))
+    with torch.no_grad():
+        assert (picture(tmp_path / "x4" / "photo.png") - eight_bit(reference(inputs))).abs().max() <= 1  # rounding
+
+    generator = randomised(ReferenceResnetGenerator(3, 3, 4, 2))
+    save(generator.state_dict(), tmp_path / "latest_net_G_A.pth")
+    translate_files(config("task=translate", "model=cyclegan", "checkpoint=latest_net_G_A.pth", "input=photo.png",
+                           "out=zebra/", "direction=BtoA", "model.generator.base_channels=4",
+                           "model.generator.blocks=2", *FAST))
+    padded = torch.nn.functional.pad(inputs, (0, 3, 0, 3), mode="reflect")  # to the generator's multiple of 4
+    with torch.no_grad():
+        expected = eight_bit(generator(padded)[..., :37, :53])
+    assert (picture(tmp_path / "zebra" / "photo.png") - expected).abs().max() <= 1
+
+
+def test_init_from_a_run_then_sample_from_its_generator_file_and_resume_exactly(tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    source = tmp_path / "source"
+    before = train(source, *TINY_DCGAN, "trainer.max_steps=2")
+
+    # init= starts at step 0 from every network of the run, with fresh optimizers (lr ~0: the weights stay put)
+    after = train(tmp_path / "started", *TINY_DCGAN, f"init={source}", "trainer.max_steps=1", "optim.lr=1e-30")
+    assert after["step"] == 1
+    for name in ("generator", "discriminator"):
+        old, new = before["recipe"]["networks"][name], after["recipe"]["networks"][name]
+        assert all(torch.equal(old[k], new[k]) for k in old if not k.endswith(BUFFERS))
+        assert [s["step"] for s in after["recipe"]["optimizers"][name]["state"].values()][0] == 1
+
+    # a run started with init= resumes exactly: the resume reads only its own checkpoint
+    started = [*TINY_DCGAN, f"init={source}"]
+    straight = train(tmp_path / "straight", *started, "trainer.max_steps=2")
+    train(tmp_path / "split", *started, "trainer.max_steps=1")
+    (source / "checkpoints" / "last.pt").rename(source / "moved.pt")  # gone: a resume must not need it
+    resumed = train(tmp_path / "split", *started, "trainer.max_steps=2", f"resume={tmp_path / 'split'}")
+    assert_same_training_state(straight, resumed)
+
+    # the generator as a plain state_dict samples exactly as the run does (task=sample model=dcgan checkpoint=G.pth)
+    (source / "moved.pt").rename(source / "checkpoints" / "last.pt")
+    torch.save(before["recipe"]["networks"]["generator"], tmp_path / "G.pth")
+    sample(config("task=sample", f"checkpoint={source}", "n=4", "out=run.npz", *TINY_DCGAN))
+    sample(config("task=sample", "checkpoint=G.pth", "n=4", "out=file.npz", *TINY_DCGAN))
+    assert np.array_equal(np.load("run.npz")["samples"], np.load("file.npz")["samples"])
+
+
+def test_generator_init_from_a_published_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    reference = randomised(ReferenceRRDBNet(3, 8, 1, 4, basicsr=True))
+    save({"params_ema": reference.state_dict(), "params": {}}, tmp_path / "RealESRGAN_x4plus.pth")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(2):
+        Image.fromarray(np.random.default_rng(index).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+            photos / f"{index}.png")
+    common = ["model=rrdbnet", "data=sr", f"data.root={photos}", "data.hr_size=16", "trainer.batch_size=2",
+              "model.generator.features=8", "model.generator.blocks=1", "model.generator.growth=4",
+              "optim.lr=1e-30", "trainer.sample_every=100", "metrics.names=[]", *FAST]
+    saved = train(tmp_path / "run", *common, "model.generator.init=RealESRGAN_x4plus.pth", "trainer.max_steps=1")
+    assert torch.equal(saved["recipe"]["networks"]["generator"]["trunk.1.weight"], reference.conv_body.weight)
+    with pytest.raises(UserError, match="the file has 1 RRDB blocks, model.generator.blocks is 2"):
+        train(tmp_path / "other", *common, "model.generator.blocks=2", "model.generator.init=RealESRGAN_x4plus.pth",
+              "trainer.max_steps=1")
+
+
+def test_bad_input_is_one_line_with_status_2(tmp_path: Path) -> None:
+    (tmp_path / "notes.pth").write_text("hello")
+    result = run_cli("task=translate", "model=esrgan", "checkpoint=notes.pth", "input=notes.pth", "out=up/", *FAST,
+                     cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "gantrain: error: notes.pth is not a readable checkpoint or weights file: it is not a PyTorch file")

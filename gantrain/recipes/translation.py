@@ -121,7 +121,7 @@ class TranslationRecipe(Recipe):
         channels_out = int(implied.get("out_channels") or channels_in)
         keys = {cls.sides[0]: (channels_in, max(size // scale, 1), max(size // scale, 1)),
                 cls.sides[1]: (channels_out, size, size)}
-        return DataSpec(shape=keys[cls.sides[1]], keys=keys, scale=scale)
+        return DataSpec(shape=keys[cls.sides[1]], keys=keys, scale=scale, epoch_size=1)  # no training: any length
 
     def direction(self, name: str | None = None) -> Direction:
         """The named direction, or the model's first when None."""
