@@ -135,8 +135,15 @@ def interpolate_task(cfg: DictConfig) -> Path:
     return interpolate(cfg)
 
 
+def export_task(cfg: DictConfig) -> Path:
+    from gantrain.tasks.export import run
+
+    return run(cfg)
+
+
 TASKS: dict[str, Callable[[DictConfig], Any]] = {"train": train_task, "sample": sample_task, "eval": eval_task,
-                                                 "translate": translate_task, "interpolate": interpolate_task}
+                                                 "translate": translate_task, "interpolate": interpolate_task,
+                                                 "export": export_task}
 
 
 def run_task(cfg: DictConfig) -> Any:
@@ -202,7 +209,7 @@ NO_RUN_FOLDER = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_loggi
 def sample_arguments(args: list[str]) -> list[str]:
     """Sampling, translating, interpolating and evaluating write only what ``out`` names (eval: JSON beside the
     checkpoint): no run folder, no log file."""
-    if not any(f"task={task}" in args for task in ("sample", "eval", "translate", "interpolate")):
+    if not any(f"task={task}" in args for task in ("sample", "eval", "translate", "interpolate", "export")):
         return args
     return eval_arguments(args) + NO_RUN_FOLDER
 

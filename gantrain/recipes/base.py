@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 
 from gantrain.data.source import DataSource, DataSpec
 from gantrain.engine.acceleration import Precision
+from gantrain.engine.export_graph import ExportGraph
 from gantrain.engine.distributed import current_world
 from gantrain.errors import UserError
 from gantrain.metrics.base import Comparison
@@ -138,6 +139,18 @@ class Recipe:
         """
         del held_out  # a generator's samples are compared with the data it learned (the usual FID reference)
         return [Comparison("", source.dataset, "train")]
+
+    def test_network(self, direction: str | None = None) -> str:
+        """The network that stands for the model at test time (a bare weights file for a task goes into it; export
+        writes it): the generator. Models with several (CycleGAN) choose by ``direction``."""
+        if direction is not None:
+            raise UserError(f"direction={direction} applies to models with two generators (model=cyclegan); this "
+                            "model has one generator: drop direction=")
+        return "generator"
+
+    def export_graph(self, direction: str | None = None) -> ExportGraph:
+        """What ``task=export`` writes: the test-time network with its conventions (gantrain/engine/export_graph.py)."""
+        raise UserError(f"{type(self).__name__.removesuffix('Recipe')} models cannot be exported yet")
 
     @classmethod
     def standalone_spec(cls, cfg: DictConfig, implied: Mapping[str, Any]) -> DataSpec:

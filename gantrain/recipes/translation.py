@@ -20,7 +20,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from gantrain.data.source import DataSource, DataSpec
-from gantrain.errors import UserError
+from gantrain.engine.export_graph import ExportGraph, TranslateGraph
+from gantrain.errors import UserError, warn
 from gantrain.losses.base import AdversarialLoss
 from gantrain.metrics.base import Comparison, Outputs
 from gantrain.recipes.base import Preview, Recipe
@@ -132,6 +133,26 @@ class TranslationRecipe(Recipe):
                             f"{' and '.join(self.directions)}, not {name}; choose direction="
                             f"{' or '.join(self.directions)}")
         return self.directions[name]
+
+    def test_network(self, direction: str | None = None) -> str:
+        return self.direction(direction).network
+
+    def export_graph(self, direction: str | None = None) -> ExportGraph:
+        """Images (N, C, H, W) in [-1, 1], any H and W -> outputs, padded and cropped inside the graph, in eval mode."""
+        chosen = self.direction(direction)
+        info = self.translation_info(chosen.name)
+        if self.test_mode == "train":
+            warn("model.test_mode=train (dropout and batch statistics at test time) is not exported: the file runs "
+                 "the generator in eval mode (running statistics, no dropout)")
+        graph = TranslateGraph(getattr(self, chosen.network), info.multiple, info.scale).eval()
+        side = info.multiple * max(1, -(-16 // info.multiple)) + (info.multiple > 1)  # padded: a new tensor to trace
+        axes = {0: "batch", 2: "height", 3: "width"}
+        return ExportGraph(graph, (torch.rand(1, info.in_channels, side, side) * 2 - 1,), ["images"],
+                           {"images": axes, "output": axes},
+                           {"kind": "image_to_image", "inputs": "images", "direction": chosen.name,
+                            "in_channels": info.in_channels, "out_channels": info.out_channels, "scale": info.scale,
+                            "multiple": info.multiple, "value_range": "[-1, 1]",
+                            "padding": f"inside the graph: reflect to a multiple of {info.multiple}, cropped back"})
 
     def translation_info(self, name: str | None = None) -> TranslationInfo:
         direction = self.direction(name)
