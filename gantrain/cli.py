@@ -211,7 +211,9 @@ def sample_arguments(args: list[str]) -> list[str]:
     checkpoint): no run folder, no log file."""
     if not any(f"task={task}" in args for task in ("sample", "eval", "translate", "interpolate", "export")):
         return args
-    return eval_arguments(args) + NO_RUN_FOLDER
+    args = eval_arguments(args)
+    flag = next((index for index, arg in enumerate(args) if arg.startswith("-")), len(args))  # --cfg job stays last
+    return args[:flag] + NO_RUN_FOLDER + args[flag:]
 
 
 def eval_arguments(args: list[str]) -> list[str]:
