@@ -22,6 +22,7 @@ from reference_archs import (ReferenceNLayerDiscriminator, ReferenceResnetGenera
                              randomised)
 
 from gantrain.cli import config_dir
+from gantrain.engine.restore import initialise
 from gantrain.engine.sampling import sample
 from gantrain.engine.trainer import Trainer
 from gantrain.engine.translate import translate_files
@@ -32,7 +33,7 @@ from gantrain.nets.resnet_generator import ResNetGenerator
 from gantrain.nets.rrdbnet import RRDBNetGenerator
 from gantrain.nets.unet import UNetGenerator
 from gantrain.nets.vgg_discriminator import VGGDiscriminator
-from gantrain.registry import load_builtin_parts
+from gantrain.registry import RECIPES, load_builtin_parts
 
 load_builtin_parts()
 TOLERANCE = 1e-5
@@ -315,3 +316,25 @@ def test_bad_input_is_one_line_with_status_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "gantrain: error: notes.pth is not a readable checkpoint or weights file: it is not a PyTorch file")
+
+
+def test_cyclegan_networks_each_from_their_own_file(tmp_path: Path) -> None:
+    """model.generator.init_ab / init_ba and model.discriminator.init_a / init_b pick one network each."""
+    files = {name: tmp_path / f"latest_net_{name}.pth" for name in ("G_A", "G_B", "D_A", "D_B")}
+    for seed, name in enumerate(files):
+        net = ReferenceResnetGenerator(3, 3, 4, 2) if name.startswith("G") else ReferenceNLayerDiscriminator(3, 4, 3,
+                                                                                                            "instance")
+        save(randomised(net, seed).state_dict(), files[name])
+    cfg = config("model=cyclegan", "model.generator.base_channels=4", "model.generator.blocks=2",
+                 "model.discriminator.base_channels=4", f"model.generator.init_ab={files['G_A']}",
+                 f"model.generator.init_ba={files['G_B']}", f"model.discriminator.init_a={files['D_B']}",
+                 f"model.discriminator.init_b={files['D_A']}", *FAST)
+    recipe_type = RECIPES.get(cfg.model.recipe)
+    spec = recipe_type.standalone_spec(cfg, {})
+    recipe = recipe_type.from_config(cfg, spec, torch.device("cpu"))
+    initialise(recipe, cfg, spec)
+    for network, name in (("generator_ab", "G_A"), ("generator_ba", "G_B"), ("discriminator_a", "D_B"),
+                          ("discriminator_b", "D_A")):
+        wanted = torch.load(files[name], weights_only=True)
+        own = recipe.networks[network].state_dict()
+        assert all(torch.equal(own[k.replace("conv_block", "body")], v) for k, v in wanted.items()), network

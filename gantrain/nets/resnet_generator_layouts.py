@@ -38,4 +38,5 @@ def _convert(state: State) -> State:
 
 register_layout(WeightLayout(
     "cyclegan_resnet", NETWORK, "pytorch-CycleGAN-and-pix2pix ResnetGenerator (latest_net_G_A.pth)",
-    lambda keys: any(re.match(r"model\.\d+\.conv_block\.\d+\.weight$", key) for key in keys), _convert, implied, is_norm_buffer))
+    lambda keys: any(re.match(r"model\.\d+\.conv_block\.\d+\.weight$", key) for key in keys), _convert, implied,
+    is_norm_buffer))

@@ -2,18 +2,20 @@
 weights.
 
 The reference (junyanz/pytorch-CycleGAN-and-pix2pix, ``models/networks.py``) nests one
-``UnetSkipConnectionBlock`` per level.
-The outermost block holds the next one at index 1 of its Sequential, every middle one at index 3, so level L's
-layers are ``model.model.`` + ``1.model.`` + ``3.model.`` x (L - 1) + their index. The outermost has (down conv 0, inner 1, ReLU, up conv 3, tanh); a middle one
-(LeakyReLU, down conv 1, norm 2, inner 3, ReLU, up conv 5, norm 6[, dropout]); the innermost (LeakyReLU, down
-conv 1, ReLU, up conv 3, norm 4). gantrain keeps the same layers as a flat encoder and decoder (innermost first).
+``UnetSkipConnectionBlock`` per level: the outermost holds the next at index 1 of its Sequential, every middle
+one at index 3, so level L's layers are ``model.model.`` + ``1.model.`` + ``3.model.`` x (L - 1) + their index.
+The outermost has (down conv 0, inner 1, ReLU, up conv 3, tanh); a middle one (LeakyReLU, down conv 1, norm 2,
+inner 3, ReLU, up conv 5, norm 6[, dropout]); the innermost (LeakyReLU, down conv 1, ReLU, up conv 3, norm 4).
+gantrain keeps the same layers as a flat encoder and decoder (innermost first).
+
 Structural differences: each decoder layer after the innermost sees the concatenation (skip, decoder output)
 in the reference and (decoder output, skip) in gantrain, so the two halves of those transposed convolutions'
-input channels are exchanged on loading. (The reference's in-place LeakyReLU also changes the tensor a block
-concatenates as its skip, but a ReLU follows every concatenation, and ReLU(LeakyReLU(x)) = ReLU(x).) The reference puts dropout after the decoder layers of the ``num_downs - 5`` blocks above
-the innermost one, gantrain after the first ``dropout_layers`` decoder layers counted from the bottleneck (the
-paper's CD512-CD512-CD512); dropout has no weights and is off in eval mode, so the weights and eval-mode outputs
-are the same, but ``model.test_mode=train`` outputs differ from the reference's.
+input channels are exchanged on loading. The reference's in-place LeakyReLU also changes the tensor a block
+concatenates as its skip, but a ReLU follows every concatenation and ReLU(LeakyReLU(x)) = ReLU(x): no effect.
+The reference puts dropout after the decoder layers of the ``num_downs - 5`` blocks above the innermost one,
+gantrain after the first ``dropout_layers`` decoder layers counted from the bottleneck (the paper's
+CD512-CD512-CD512); dropout has no weights and is off in eval mode, so the weights and eval-mode outputs are the
+same, but ``model.test_mode=train`` outputs differ from the reference's.
 """
 
 from __future__ import annotations
