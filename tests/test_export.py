@@ -87,7 +87,7 @@ def test_round_trips_without_gantrain(models: Path, monkeypatch: pytest.MonkeyPa
 
     cases = {"dcgan": ("dcgan.pt", (noise,)), "cyclegan": ("cyclegan.pt", (image,)), "esrgan": ("esrgan.pt", (image,))}
     run(config("task=export", "checkpoint=dcgan", "out=dcgan.pt", *TINY_DCGAN))
-    run(config("task=export", *CYCLEGAN, "direction=BtoA", "out=cyclegan.pt"))
+    run(config("task=export", *CYCLEGAN, "network=generator_ba", "out=cyclegan.pt"))  # as direction=BtoA
     run(config("task=export", *ESRGAN, "out=esrgan.pt"))
     torch.save(cases, "cases.pt")
     subprocess.run([sys.executable, "-c", WITHOUT_GANTRAIN, "cases.pt", "outputs.pt"], check=True, cwd=models,
@@ -119,6 +119,9 @@ def test_raw_weights_and_bad_input(models: Path, monkeypatch: pytest.MonkeyPatch
     assert metadata_of("raw.pt")["weights"] == "raw"
     with pytest.raises(UserError, match="direction=AtoB applies to models with two generators"):
         run(config("task=export", "checkpoint=dcgan", "out=x.pt", "direction=AtoB", *TINY_DCGAN))
+    with pytest.raises(UserError, match="network=discriminator: task=export writes a generator; this model's are: "
+                                        "generator"):
+        run(config("task=export", "checkpoint=dcgan", "out=x.pt", "network=discriminator", *TINY_DCGAN))
     with pytest.raises(UserError, match="unknown export format 'tflite'; choose from: torchscript, onnx"):
         run(config("task=export", "checkpoint=dcgan", "out=x.pt", "format=tflite", *TINY_DCGAN))
     with pytest.raises(UserError, match="format=torchscript writes a .pt file: set out=NAME.pt"):

@@ -148,6 +148,10 @@ class Recipe:
                             "model has one generator: drop direction=")
         return "generator"
 
+    def test_directions(self) -> list[str | None]:
+        """The ``direction=`` values ``test_network`` takes (None: the model's only one)."""
+        return [None]
+
     def export_graph(self, direction: str | None = None) -> ExportGraph:
         """What ``task=export`` writes: the test-time network with its conventions (gantrain/engine/export_graph.py)."""
         raise UserError(f"{type(self).__name__.removesuffix('Recipe')} models cannot be exported yet")

@@ -137,6 +137,9 @@ class TranslationRecipe(Recipe):
     def test_network(self, direction: str | None = None) -> str:
         return self.direction(direction).network
 
+    def test_directions(self) -> list[str | None]:
+        return list(self.directions)
+
     def export_graph(self, direction: str | None = None) -> ExportGraph:
         """Images (N, C, H, W) in [-1, 1], any H and W -> outputs, padded and cropped inside the graph, in eval mode."""
         chosen = self.direction(direction)

@@ -1,6 +1,6 @@
 """``task=export``: a trained (or published) generator as one file that runs without gantrain.
 
-``gantrain task=export checkpoint=RUN_OR_FILE format=torchscript|onnx out=FILE [direction=] [average=false]``
+``gantrain task=export checkpoint=RUN_OR_FILE format=torchscript|onnx out=FILE [direction=|network=] [average=false]``
 
 The model comes from a run, a checkpoint or a bare weights file (with ``model=PRESET``), exactly as
 ``task=translate``/``task=sample`` would run it: the generator's weight average when the run kept one
@@ -28,6 +28,7 @@ from gantrain.engine.checkpoint import write_atomic
 from gantrain.engine.export_graph import ExportGraph
 from gantrain.engine.restore import load_trained
 from gantrain.errors import UserError
+from gantrain.recipes.base import Recipe
 from gantrain.registry import unknown_choice
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
@@ -45,9 +46,12 @@ def run(cfg: DictConfig) -> Path:
     out = Path(str(cfg.out)).expanduser()
     if out.suffix != FORMATS[kind]:
         raise UserError(f"task=export format={kind} writes a {FORMATS[kind]} file: set out=NAME{FORMATS[kind]}")
-    direction = cfg.get("direction")
-    model = load_trained(cfg.get("checkpoint"), "cpu", "export", cfg, lambda recipe: recipe.test_network(direction))
+    direction, network = cfg.get("direction"), cfg.get("network")
+    model = load_trained(cfg.get("checkpoint"), "cpu", "export", cfg,
+                         lambda recipe: network or recipe.test_network(direction))
     recipe = model.recipe
+    if network:
+        direction = direction_of(recipe, str(network), direction)
     averaged = bool(cfg.get("average", True)) and bool(recipe.averages)
     with torch.no_grad(), (recipe.averaged_weights() if averaged else _nothing()):
         graph = recipe.export_graph(direction)
@@ -59,6 +63,15 @@ def run(cfg: DictConfig) -> Path:
     print(f"exported {graph.metadata['kind'].replace('_', '-')} generator ({graph.metadata['weights']} weights) of "
           f"{model.path} to {out} ({kind}; inputs: {', '.join(graph.input_names)})")
     return out
+
+
+def direction_of(recipe: Recipe, network: str, direction: str | None) -> str | None:
+    """``network=NAME``: the direction whose generator it is (CycleGAN's generator_ba: BtoA)."""
+    chosen = [name for name in recipe.test_directions() if recipe.test_network(name) == network]
+    if not chosen or (direction is not None and direction not in chosen):
+        generators = sorted({recipe.test_network(name) for name in recipe.test_directions()})
+        raise UserError(f"network={network}: task=export writes a generator; this model's are: {', '.join(generators)}")
+    return chosen[0]
 
 
 class _nothing:
