@@ -137,24 +137,34 @@ def initialise(recipe: Recipe, cfg: DictConfig, spec: DataSpec) -> None:
         else:
             load_checkpoint_networks(recipe, file, strict)
     for name in [n for n in recipe.networks if n not in averaged(recipe)]:
-        head, suffix = name.partition("_")[0], name.partition("_")[2]
-        node = (cfg.get("model") or {}).get(head)
-        if not isinstance(node, (dict, DictConfig)):
-            continue
-        source = (node.get(f"init_{suffix}") if suffix else None) or node.get("init")
-        if not source:
-            continue
-        file = read_weights(source, key)
-        if file.checkpoint is None:
-            load_bare(recipe, name, file, cfg, spec, forced, strict)
-            continue
-        networks = file.checkpoint["recipe"]["networks"]
-        chosen = next((n for n in (f"{name}_ema", name, f"{head}_ema", head) if n in networks), None)
-        if chosen is None:
-            raise UserError(f"model.{head}.init={source}: {file.path} holds no {name} (it has: {', '.join(networks)})")
-        load_native(recipe, name, networks[chosen], file.path, strict)
-        restart_average(recipe, name)
-        say(f"{name} initialised from {file.path}'s {chosen} (step {file.checkpoint.get('step')})")
+        source = init_source(cfg, name)
+        if source:
+            load_one(recipe, name, read_weights(source, key), cfg, spec, forced, strict)
+
+
+def init_source(cfg: DictConfig, name: str) -> str | None:
+    """``model.NODE.init_SUFFIX`` for the network NODE_SUFFIX, else ``model.NODE.init`` (None: neither is set)."""
+    head, _, suffix = name.partition("_")
+    node = (cfg.get("model") or {}).get(head)
+    if not isinstance(node, (dict, DictConfig)):
+        return None
+    return (node.get(f"init_{suffix}") if suffix else None) or node.get("init")
+
+
+def load_one(recipe: Recipe, name: str, file: WeightsFile, cfg: DictConfig, spec: DataSpec, forced: str | None,
+             strict: bool) -> None:
+    """One network from a bare file, or from a run's network of that name (its average first, as the tasks use)."""
+    if file.checkpoint is None:
+        load_bare(recipe, name, file, cfg, spec, forced, strict)
+        return
+    head = name.partition("_")[0]
+    networks = file.checkpoint["recipe"]["networks"]
+    chosen = next((n for n in (f"{name}_ema", name, f"{head}_ema", head) if n in networks), None)
+    if chosen is None:
+        raise UserError(f"model.{head}.init: {file.path} holds no {name} (it has: {', '.join(networks)})")
+    load_native(recipe, name, networks[chosen], file.path, strict)
+    restart_average(recipe, name)
+    say(f"{name} initialised from {file.path}'s {chosen} (step {file.checkpoint.get('step')})")
 
 
 def averaged(recipe: Recipe) -> set[str]:

@@ -136,7 +136,7 @@ class SuperResolutionRecipe(TranslationRecipe):
             else (0.0, None)
         recipe = cls(generator, data_spec, optimizers, schedulers, model.get("pixel") or {}, discriminator, loss,
                      perceptual, model.get("adversarial_weight", 0.0), model.get("discriminator_weight", 1.0),
-                     pretrain, model.generator.get("init"), build_regularizers(cfg))
+                     pretrain, model.generator.get("init") or cfg.get("init"), build_regularizers(cfg))
         recipe.average_weights("generator", checked_decay((cfg.get("ema") or {}).get("decay")))
         if discriminator is not None and not stage_start and not recipe.init:
             log.warning("the GAN stage starts from a random generator; the papers start it from a PSNR-oriented "
