@@ -141,9 +141,15 @@ def download_task(cfg: DictConfig) -> Any:
     return run(cfg)
 
 
+def export_task(cfg: DictConfig) -> Path:
+    from gantrain.tasks.export import run
+
+    return run(cfg)
+
+
 TASKS: dict[str, Callable[[DictConfig], Any]] = {"train": train_task, "sample": sample_task, "eval": eval_task,
                                                  "translate": translate_task, "interpolate": interpolate_task,
-                                                 "download": download_task}
+                                                 "download": download_task, "export": export_task}
 
 
 def run_task(cfg: DictConfig) -> Any:
@@ -209,7 +215,7 @@ NO_RUN_FOLDER = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_loggi
 def sample_arguments(args: list[str]) -> list[str]:
     """Sampling, translating, interpolating and evaluating write only what ``out`` names (eval: JSON beside the
     checkpoint): no run folder, no log file."""
-    if not any(f"task={task}" in args for task in ("sample", "eval", "translate", "interpolate", "download")):
+    if not any(f"task={task}" in args for task in ("sample", "eval", "translate", "interpolate", "download", "export")):
         return args
     return with_overrides(eval_arguments(args), NO_RUN_FOLDER)
 

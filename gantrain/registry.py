@@ -121,6 +121,7 @@ SCHEDULES = Registry("lr schedule")
 RECIPES = Registry("recipe")
 REGULARIZERS = Registry("regularizer")
 METRICS = Registry("metric")
+WEIGHT_LAYOUTS = Registry("weight layout")  # published key layouts a network can load (gantrain/nets/*_layouts.py)
 
 
 def load_builtin_parts() -> None:

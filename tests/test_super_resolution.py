@@ -21,6 +21,7 @@ from gantrain.cli import config_dir
 from gantrain.data.build import build_data
 from gantrain.engine.interpolate import interpolate
 from gantrain.engine.trainer import build_recipe
+from gantrain.engine.restore import initialise
 from gantrain.engine.translate import tiled, translate_images
 from gantrain.errors import UserError
 from gantrain.losses.perceptual import VGG19_WEIGHTS, vgg19_features, vgg19_layer_names
@@ -144,7 +145,7 @@ def test_esrgan_trains_both_stages_resumes_exactly_across_the_switch_and_interpo
         cfg = compose("gantrain", [*common, "model.pretrain.steps=0", f"model.generator.init={psnr_stage}"])
     source = build_data(cfg.data)
     recipe = build_recipe(cfg, source.spec, torch.device("cpu"))
-    recipe.start()
+    initialise(recipe, cfg, source.spec)  # what the loop does before a new run's first step
     wanted = torch.load(psnr_stage, weights_only=True)["recipe"]["networks"]["generator"]
     assert all(torch.equal(recipe.generator.state_dict()[k], wanted[k]) for k in wanted)
 

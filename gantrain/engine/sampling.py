@@ -40,7 +40,7 @@ def write_samples(samples: torch.Tensor, target: str) -> Path:
 
 def sample(cfg: DictConfig) -> Path:
     positive_int(cfg.n, "n")
-    trained = load_trained(cfg.get("checkpoint"), cfg.device.name, "sample")
+    trained = load_trained(cfg.get("checkpoint"), cfg.device.name, "sample", cfg, lambda recipe: "generator")
     with trained.recipe.averaged_weights():  # the generator's EMA, when the run kept one
         samples = trained.recipe.sample(cfg.n, torch.Generator().manual_seed(cfg.seed), label=cfg.get("class"))
     out = write_samples(samples, str(cfg.out))

@@ -35,6 +35,7 @@ from gantrain.engine.checkpoint import LAST, CheckpointNotWritten, CheckpointWri
 from gantrain.engine.device import resolve_device
 from gantrain.engine.distributed import join_world, leave_world
 from gantrain.engine.evaluation import BEST, METRICS_LOG, Evaluator, build_evaluator
+from gantrain.engine.restore import initialise, without_init
 from gantrain.engine.rng import rng_state, seed_everything, set_rng_state
 from gantrain.engine.run_log import RunLog, SilentLog, Throughput, to_floats
 from gantrain.errors import UserError
@@ -158,10 +159,10 @@ def check_resumable(saved: dict[str, Any], cfg: DictConfig, data_spec: DataSpec)
     now = OmegaConf.to_container(cfg, resolve=True)
     for key in ("model", "optim.name"):
         head, _, tail = key.partition(".")
-        old, new = saved["config"].get(head), now.get(head)
+        old, new = without_init(saved["config"].get(head)), without_init(now.get(head))  # how a run started
         if tail:
             old, new = (old or {}).get(tail), (new or {}).get(tail)
-        if old != new:
+        if old != new and _first_difference(old, new, key) is not None:
             raise UserError(f"cannot resume: this run's {key} differs from the checkpoint's "
                             f"({_first_difference(old, new, key)}); start a new run instead")
     trained_on = DataSpec.from_dict(saved["data_spec"])
@@ -170,11 +171,16 @@ def check_resumable(saved: dict[str, Any], cfg: DictConfig, data_spec: DataSpec)
                         f"trained on {trained_on.describe()}")
 
 
-def _first_difference(old: Any, new: Any, path: str = "") -> str:
+def _first_difference(old: Any, new: Any, path: str = "") -> str | None:
+    """The first differing value; None when they differ only by keys one lacks and the other leaves null
+    (options added since the checkpoint was written, at their null default)."""
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(set(old) | set(new)):
             if old.get(key) != new.get(key):
-                return _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+                found = _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+                if found is not None:
+                    return found
+        return None
     return f"{path or 'value'}: checkpoint {old!r}, now {new!r}"
 
 
@@ -217,6 +223,7 @@ class Trainer:
         if cfg.get("resume"):
             self._restore(cfg.resume)
         else:
+            initialise(self.recipe, cfg, self.source.spec)  # init=, model.NODE.init: starting weights
             self.recipe.start()
             n = trainer.n_samples if self.source.spec.is_image else trainer.n_points
             split, preview_data = self.source.preview_split()  # held out when the data has such a split

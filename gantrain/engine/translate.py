@@ -140,7 +140,8 @@ def translate_files(cfg: DictConfig) -> Path:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     out = Path(str(cfg.out)).expanduser()
-    model = load_trained(cfg.get("checkpoint"), cfg.device.name, "translate")
+    model = load_trained(cfg.get("checkpoint"), cfg.device.name, "translate", cfg,
+                         lambda recipe: recipe.direction(cfg.get("direction")).network)  # a bare file: this network
     recipe = model.recipe
     if not hasattr(recipe, "translate"):
         raise UserError(f"{model.path} holds a model={model.config.model.name} model, which draws images from "

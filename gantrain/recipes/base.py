@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 
 from gantrain.data.source import DataSource, DataSpec
 from gantrain.engine.acceleration import Precision
+from gantrain.engine.export_graph import ExportGraph
 from gantrain.engine.distributed import current_world
 from gantrain.errors import UserError
 from gantrain.metrics.base import Comparison
@@ -138,6 +139,36 @@ class Recipe:
         """
         del held_out  # a generator's samples are compared with the data it learned (the usual FID reference)
         return [Comparison("", source.dataset, "train")]
+
+    def test_network(self, direction: str | None = None) -> str:
+        """The network that stands for the model at test time (a bare weights file for a task goes into it; export
+        writes it): the generator. Models with several (CycleGAN) choose by ``direction``."""
+        if direction is not None:
+            raise UserError(f"direction={direction} applies to models with two generators (model=cyclegan); this "
+                            "model has one generator: drop direction=")
+        return "generator"
+
+    def test_directions(self) -> list[str | None]:
+        """The ``direction=`` values ``test_network`` takes (None: the model's only one)."""
+        return [None]
+
+    def export_graph(self, direction: str | None = None) -> ExportGraph:
+        """What ``task=export`` writes: the test-time network with its conventions (gantrain/engine/export_graph.py)."""
+        raise UserError(f"{type(self).__name__.removesuffix('Recipe')} models cannot be exported yet")
+
+    @classmethod
+    def standalone_spec(cls, cfg: DictConfig, implied: Mapping[str, Any]) -> DataSpec:
+        """The data a model built around a bare weights file assumes (``task=sample model=dcgan checkpoint=G.pth``):
+        noise-to-image models read it from the data config; ``implied`` holds what the file fixes (channels)."""
+        del implied
+        from gantrain.data.build import build_data
+
+        return build_data(cfg.data).spec
+
+    @classmethod
+    def standalone_config(cls, cfg: DictConfig) -> DictConfig:
+        """The config a model built only to run a bare weights file is made from (training-only parts may go)."""
+        return cfg
 
     def start(self) -> None:
         """Called by the loop once before the first step of a new run (never on resume): a recipe that starts
@@ -305,7 +336,7 @@ def all_finite(tensors: list[torch.Tensor]) -> bool:
 
 def build_network(node: Mapping[str, Any], device: torch.device, **context: Any) -> nn.Module:
     """Build ``{name: ..., option: value}`` from ``NETWORKS`` and move it to ``device``."""
-    options = {k: v for k, v in node.items() if k != "name"}
+    options = {k: v for k, v in node.items() if k != "name" and k != "init" and not str(k).startswith("init_")}
     return NETWORKS.build(node["name"], options, **context).to(device)
 
 

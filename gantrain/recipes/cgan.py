@@ -28,6 +28,7 @@ MAX_PREVIEW_COLUMNS = 16  # grid columns (fixed noise vectors), so few-class gri
 @RECIPES.register("cgan")
 class CGANRecipe(GANRecipe):
     num_classes: int  # set by from_config from the data
+    conditional = True
     aux_weight: float = 1.0  # weight of ACGAN's classification loss (model.aux_weight)
 
     @classmethod

@@ -39,6 +39,8 @@ DIRECTIONS = {"AtoB": Direction("AtoB", "generator_ab", "a", "b", paired=False),
 
 @RECIPES.register("cyclegan")
 class CycleGANRecipe(TranslationRecipe):
+    sides = ("a", "b")
+
     def __init__(self, generators: Mapping[str, nn.Module], discriminators: Mapping[str, nn.Module],
                  loss: AdversarialLoss, optimizers: Mapping[str, torch.optim.Optimizer],
                  schedulers: Mapping[str, torch.optim.lr_scheduler.LRScheduler], spec: DataSpec,

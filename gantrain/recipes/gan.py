@@ -19,6 +19,7 @@ from gantrain.errors import UserError
 from gantrain.losses.base import AdversarialLoss
 from gantrain.optim.optimizers import build_optimizer
 from gantrain.options import positive_int
+from gantrain.engine.export_graph import ExportGraph, SampleGraph
 from gantrain.recipes.base import (Batch, NextBatch, Preview, Recipe, build_loss, build_network, build_regularizers,
                                    build_schedulers, preview_rows, requires_grad)
 from gantrain.recipes.ema import checked_decay
@@ -157,6 +158,23 @@ class GANRecipe(Recipe):
     def preview(self, inputs: Mapping[str, torch.Tensor]) -> Preview:
         samples = self._generate(inputs["noise"])
         return Preview(samples, nrow=preview_rows(len(samples)), reference=inputs.get("reference"))
+
+    conditional: bool = False  # whether the generator takes a class beside z (cGAN)
+
+    def export_graph(self, direction: str | None = None) -> ExportGraph:
+        """z (N, latent_dim) [and labels (N,)] -> what ``generate`` makes, in eval mode."""
+        name = self.test_network(direction)
+        noise = torch.randn(2, self.latent_dim)
+        inputs = (noise, torch.arange(2) % self.num_classes) if self.conditional else (noise,)
+        graph = SampleGraph(self.networks[name], self.generate, self.conditional).eval()
+        with torch.no_grad():
+            shape = list(graph(*inputs).shape[1:])
+        names = ["z", "labels"][:len(inputs)]
+        return ExportGraph(graph, inputs, names, {key: {0: "batch"} for key in [*names, "output"]},
+                           {"kind": "noise_to_image", "inputs": " ".join(names), "latent_dim": self.latent_dim,
+                            "num_classes": getattr(self, "num_classes", 0) if self.conditional else 0,
+                            "output_shape": shape, "value_range": "[-1, 1]" if len(shape) == 3 else "unbounded",
+                            "noise": "standard normal"})
 
     def sample(self, n: int, generator: torch.Generator, **conditions: object) -> torch.Tensor:
         if conditions.get("label") is not None:

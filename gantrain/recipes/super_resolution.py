@@ -8,7 +8,8 @@ adversarial loss is the relativistic average one, whose generator loss has both 
 One recipe serves all four presets. Without ``model.discriminator`` it trains the pixel loss only (the
 PSNR-oriented models). With one, the first ``model.pretrain.steps`` steps are the PSNR stage (an optimizer
 and learning-rate milestones of their own), the rest the GAN stage (``optim``, milestones counted from
-the switch); or ``model.generator.init=RUN`` starts the GAN stage from an earlier run's generator.
+the switch); or ``model.generator.init=RUN_OR_FILE`` starts the GAN stage from an earlier run's generator or a
+published one (loaded before the first step by gantrain/engine/restore.py, as every family's ``init``).
 The stage is a function of the steps taken, which the checkpoint holds, so resume is exact in either
 stage and across the switch.
 """
@@ -21,13 +22,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.utils.data import Dataset
 
 from gantrain.data.bicubic import resize_8bit
 from gantrain.data.source import DataSource, DataSpec
-from gantrain.engine.checkpoint import resolve_checkpoint
 from gantrain.errors import UserError
 from gantrain.losses.base import AdversarialLoss
 from gantrain.losses.perceptual import CRITERIA, PerceptualLoss, build_perceptual
@@ -72,6 +72,7 @@ class SideView:
 @RECIPES.register("super_resolution")
 class SuperResolutionRecipe(TranslationRecipe):
     default_metrics = ("psnr", "ssim")
+    sides = ("lr", "hr")
 
     def __init__(self, generator: nn.Module, spec: DataSpec, optimizers: Mapping[str, torch.optim.Optimizer],
                  schedulers: Mapping[str, torch.optim.lr_scheduler.LRScheduler], pixel: Mapping[str, Any],
@@ -135,7 +136,7 @@ class SuperResolutionRecipe(TranslationRecipe):
             else (0.0, None)
         recipe = cls(generator, data_spec, optimizers, schedulers, model.get("pixel") or {}, discriminator, loss,
                      perceptual, model.get("adversarial_weight", 0.0), model.get("discriminator_weight", 1.0),
-                     pretrain, model.generator.get("init"), build_regularizers(cfg))
+                     pretrain, model.generator.get("init") or cfg.get("init"), build_regularizers(cfg))
         recipe.average_weights("generator", checked_decay((cfg.get("ema") or {}).get("decay")))
         if discriminator is not None and not stage_start and not recipe.init:
             log.warning("the GAN stage starts from a random generator; the papers start it from a PSNR-oriented "
@@ -149,25 +150,14 @@ class SuperResolutionRecipe(TranslationRecipe):
         """Whether the next step is a GAN-stage step."""
         return self.discriminator is not None and self.steps >= self.pretrain_steps
 
-    def start(self) -> None:
-        """A new run from ``model.generator.init``: that run's generator weights (its average when it kept one)."""
-        if not self.init:
-            return
-        path, saved = resolve_checkpoint(self.init)
-        networks = saved["recipe"]["networks"]
-        weights = networks.get("generator_ema", networks.get("generator"))
-        if weights is None:
-            raise UserError(f"model.generator.init={self.init}: {path} holds no generator")
-        try:
-            self.generator.load_state_dict(weights)
-        except RuntimeError as error:
-            detail = str(error).strip().splitlines()
-            raise UserError(f"model.generator.init={self.init}: its generator does not match this one "
-                            f"({(detail[1] if len(detail) > 1 else detail[0]).strip()}); use the same "
-                            "model.generator options as that run") from None
-        for average in self.averages.values():
-            average.reset()
-        log.info("generator initialised from %s (step %s)", path, saved.get("step"))
+    @classmethod
+    def standalone_config(cls, cfg: DictConfig) -> DictConfig:
+        """Running a published generator needs no perceptual feature network (no VGG19 download)."""
+        copy = cfg.copy()
+        if copy.model.get("perceptual") is not None:
+            with open_dict(copy):
+                copy.model.perceptual.weight = 0.0
+        return copy
 
     def checkpoint_due(self) -> bool:
         return self.discriminator is not None and self.pretrain_steps > 0 and self.steps == self.pretrain_steps

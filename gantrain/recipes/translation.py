@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Dataset
 
 from gantrain.data.source import DataSource, DataSpec
-from gantrain.errors import UserError
+from gantrain.engine.export_graph import ExportGraph, TranslateGraph
+from gantrain.errors import UserError, warn
 from gantrain.losses.base import AdversarialLoss
 from gantrain.metrics.base import Comparison, Outputs
 from gantrain.recipes.base import Preview, Recipe
@@ -30,6 +32,7 @@ from gantrain.registry import unknown_choice
 TEST_MODES = ("train", "eval")
 TEST_SEED = 0  # test-time dropout draws from its own generator with this seed: repeatable outputs
 CHUNK = 8  # images translated at a time for previews and metrics
+STANDALONE_SIZE = 256  # image size a model built for a bare weights file assumes (the published models' crops)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,21 @@ class TranslationRecipe(Recipe):
     regularizers: list[Regularizer]
     default_metrics = ("fid", "kid")
 
+    sides: tuple[str, str] = ("source", "target")  # batch keys of the input and the output side
+
+    @classmethod
+    def standalone_spec(cls, cfg: DictConfig, implied: Mapping[str, Any]) -> DataSpec:
+        """Square images of the data config's crop size (else STANDALONE_SIZE) with the channels and scale the
+        weights file implies: what sizes a network (ResNet blocks, U-Net depth) when no data is read."""
+        data = cfg.get("data") or {}
+        size = int(data.get("crop_size") or data.get("hr_size") or STANDALONE_SIZE)
+        scale = int(implied.get("scale") or data.get("scale") or 1)
+        channels_in = int(implied.get("in_channels") or data.get("channels") or 3)
+        channels_out = int(implied.get("out_channels") or channels_in)
+        keys = {cls.sides[0]: (channels_in, max(size // scale, 1), max(size // scale, 1)),
+                cls.sides[1]: (channels_out, size, size)}
+        return DataSpec(shape=keys[cls.sides[1]], keys=keys, scale=scale, epoch_size=1)  # no training: any length
+
     def direction(self, name: str | None = None) -> Direction:
         """The named direction, or the model's first when None."""
         if name is None:
@@ -115,6 +133,29 @@ class TranslationRecipe(Recipe):
                             f"{' and '.join(self.directions)}, not {name}; choose direction="
                             f"{' or '.join(self.directions)}")
         return self.directions[name]
+
+    def test_network(self, direction: str | None = None) -> str:
+        return self.direction(direction).network
+
+    def test_directions(self) -> list[str | None]:
+        return list(self.directions)
+
+    def export_graph(self, direction: str | None = None) -> ExportGraph:
+        """Images (N, C, H, W) in [-1, 1], any H and W -> outputs, padded and cropped inside the graph, in eval mode."""
+        chosen = self.direction(direction)
+        info = self.translation_info(chosen.name)
+        if self.test_mode == "train":
+            warn("model.test_mode=train (dropout and batch statistics at test time) is not exported: the file runs "
+                 "the generator in eval mode (running statistics, no dropout)")
+        graph = TranslateGraph(getattr(self, chosen.network), info.multiple, info.scale).eval()
+        side = info.multiple * max(1, -(-16 // info.multiple)) + (info.multiple > 1)  # padded: a new tensor to trace
+        axes = {0: "batch", 2: "height", 3: "width"}
+        return ExportGraph(graph, (torch.rand(1, info.in_channels, side, side) * 2 - 1,), ["images"],
+                           {"images": axes, "output": axes},
+                           {"kind": "image_to_image", "inputs": "images", "direction": chosen.name,
+                            "in_channels": info.in_channels, "out_channels": info.out_channels, "scale": info.scale,
+                            "multiple": info.multiple, "value_range": "[-1, 1]",
+                            "padding": f"inside the graph: reflect to a multiple of {info.multiple}, cropped back"})
 
     def translation_info(self, name: str | None = None) -> TranslationInfo:
         direction = self.direction(name)
