@@ -43,7 +43,9 @@ def train_task(cfg: DictConfig) -> dict[str, float] | float:
     """Train; return the value ``objective`` names as a float (what sweepers such as Optuna optimise), else the last scalars."""
     from hydra.core.hydra_config import HydraConfig
 
+    from gantrain.engine.summary import record_objective
     from gantrain.engine.trainer import Trainer
+    from gantrain.sweeps.job import resumed_job, skipped_result
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -56,10 +58,18 @@ def train_task(cfg: DictConfig) -> dict[str, float] | float:
             raise SystemExit(status)
         return {}
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
+    earlier = resumed_job(cfg, run_dir)  # -m resume=SWEEP_DIR: a job that finished before is skipped
+    if earlier is not None:
+        return skipped_result(earlier, cfg.get("objective"))
     trainer = Trainer(cfg, run_dir, overrides)
     scalars = trainer.fit()
     objective = cfg.get("objective")
-    return scalars if objective is None else objective_value(str(objective), scalars, trainer)
+    if objective is None:
+        return scalars
+    value = objective_value(str(objective), scalars, trainer)
+    if trainer.world.is_main:
+        record_objective(run_dir, str(objective), value)
+    return value
 
 
 def objective_value(name: str, scalars: dict[str, float], trainer: Any) -> float:
@@ -135,8 +145,15 @@ def interpolate_task(cfg: DictConfig) -> Path:
     return interpolate(cfg)
 
 
+def results_task(cfg: DictConfig) -> Any:
+    from gantrain.tasks.results import run
+
+    return run(cfg)
+
+
 TASKS: dict[str, Callable[[DictConfig], Any]] = {"train": train_task, "sample": sample_task, "eval": eval_task,
-                                                 "translate": translate_task, "interpolate": interpolate_task}
+                                                 "translate": translate_task, "interpolate": interpolate_task,
+                                                 "results": results_task}
 
 
 def run_task(cfg: DictConfig) -> Any:
@@ -185,6 +202,12 @@ def resume_arguments(args: list[str]) -> list[str]:
     target = next((value for key, value in filter(None, map(_split, args)) if key == "resume"), None)
     if not target or target in ("null", "None"):
         return args
+    from gantrain.sweeps.plan import is_sweep_folder
+
+    if is_sweep_folder(target):  # -m resume=SWEEP_DIR: the same jobs again (gantrain/sweeps/job.py)
+        from gantrain.sweeps.job import resume_sweep_arguments
+
+        return resume_sweep_arguments(args, target)
     from gantrain.engine.checkpoint import resolve_checkpoint, run_dir_of
 
     path, saved = resolve_checkpoint(target)
@@ -214,6 +237,15 @@ def eval_arguments(args: list[str]) -> list[str]:
         return args
     return [f"++{arg}" if (override_key(arg) or "").startswith("data.") and arg[0] not in "+~" else arg
             for arg in args]
+
+
+def results_arguments(args: list[str]) -> list[str]:
+    """task=results: ``sweep=DIR`` is ``results.sweep=DIR`` (``sweep`` alone names the sweep config group);
+    the table goes into the sweep folder, so no run folder of its own."""
+    if "task=results" not in args:
+        return args
+    return [f"results.{arg}" if override_key(arg) == "sweep" and arg[0] not in "+~" else arg
+            for arg in args] + NO_RUN_FOLDER
 
 
 def rank_arguments(args: list[str]) -> list[str]:
@@ -284,18 +316,37 @@ def output_folder_error(error: BaseException) -> UserError | None:
                      "choose a writable one with hydra.run.dir=PATH (hydra.sweep.dir=PATH with -m)")
 
 
+def sweep_exit_status() -> None:
+    """After a sweep with failed jobs: one line, and the number of failed jobs (at most 100) as exit status."""
+    from gantrain.sweeps.callback import last_sweep
+
+    if last_sweep.get("failed"):
+        failed = last_sweep["failed"]
+        print(f"gantrain: {failed} of {last_sweep['jobs']} jobs failed (see {last_sweep['sweep_dir']}/results.md)",
+              file=sys.stderr)
+        raise SystemExit(min(failed, 100))
+
+
 _SHOW_TRACEBACKS = False  # set by main() from debug=true / HYDRA_FULL_ERROR=1
 
 
 def _hydra_app() -> Any:
     import hydra
 
+    from gantrain.sweeps.job import continues_sweep, job_failed
+    from gantrain.sweeps.plan import register_resolvers
+
+    register_resolvers()  # ${gantrain_job_folder:} names the job folders of a sweep
+
     @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=CONFIG_NAME)
     def app(cfg: DictConfig) -> Any:
         try:
             return run_task(cfg)
         except Exception as error:  # noqa: BLE001 - ends the job here, before Hydra adds its own report
-            report_user_error(error, debug=_SHOW_TRACEBACKS or bool(cfg.get("debug")))
+            debug = _SHOW_TRACEBACKS or bool(cfg.get("debug"))
+            if not debug and continues_sweep(cfg):  # recorded as failed; the sweep goes on (gantrain/sweeps/job.py)
+                return job_failed(error, one_line(error) if exit_status(error) is not None else None)
+            report_user_error(error, debug=debug)
             raise
 
     return app()
@@ -306,11 +357,14 @@ def main(argv: list[str] | None = None) -> Any:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _SHOW_TRACEBACKS = "debug=true" in args or os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
+        args = results_arguments(args)
         check_group_choices(args)
         args = rank_arguments(sample_arguments(resume_arguments(args)))
         os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach this function; it decides what to show
         sys.argv = ["gantrain", *args]
-        return _hydra_app()
+        returned = _hydra_app()
+        sweep_exit_status()
+        return returned
     except KeyboardInterrupt:  # Ctrl-C before training (the loop handles its own): nothing to save yet
         if debug:
             raise
