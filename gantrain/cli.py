@@ -365,6 +365,11 @@ def main(argv: list[str] | None = None) -> Any:
         returned = _hydra_app()
         sweep_exit_status()
         return returned
+    except SystemExit:  # a sweep stopped by a signal or by sweep.fail_fast: its results table is brought up to date
+        from gantrain.sweeps.callback import table_after_stop
+
+        table_after_stop()
+        raise
     except KeyboardInterrupt:  # Ctrl-C before training (the loop handles its own): nothing to save yet
         if debug:
             raise

@@ -23,7 +23,14 @@ from gantrain.sweeps.plan import plan_from_config, read_plan, register_resolvers
 log = logging.getLogger("gantrain")
 
 register_resolvers()  # hydra.sweep.subdir needs it wherever a job's folder is named
-last_sweep: dict[str, Any] = {}  # {"sweep_dir", "failed", "jobs"} of the sweep this process ran, for main()
+last_sweep: dict[str, Any] = {}  # {"sweep_dir", "config", "failed", "jobs", "ended"} of this process's sweep, for main()
+
+
+def table_after_stop() -> None:
+    """A sweep stopped by a signal or a failing job (fail_fast) ends without on_multirun_end: its table still
+    shows the stopped job as interrupted and the rest as not started."""
+    if last_sweep.get("sweep_dir") is not None and not last_sweep.get("ended"):
+        SweepCallback._refresh(last_sweep["sweep_dir"], last_sweep["config"])
 
 
 def _summary_stamp(run_dir: Path) -> int | None:
@@ -43,6 +50,7 @@ class SweepCallback(Callback):
         if read_plan(sweep_dir) is None:  # a resumed sweep keeps its plan: the same jobs, the same folders
             write_plan(sweep_dir, plan_from_config(config))
         last_sweep.clear()
+        last_sweep.update(sweep_dir=sweep_dir, config=config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._stamp = _summary_stamp(Path(config.hydra.runtime.output_dir))
@@ -69,7 +77,7 @@ class SweepCallback(Callback):
         from gantrain.sweeps.results import show
 
         show(table, groups, stderr=True)
-        last_sweep.update(sweep_dir=sweep_dir, failed=table.failed(), jobs=len(table.rows))
+        last_sweep.update(failed=table.failed(), jobs=len(table.rows), ended=True)
 
     @staticmethod
     def _refresh(sweep_dir: Path, config: DictConfig) -> Any:

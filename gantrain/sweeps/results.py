@@ -298,8 +298,8 @@ def rich_table(table: Table, groups: list[Group] | None) -> Any:
     from rich.table import Table as RichTable
 
     header, body = group_table(table, groups) if groups is not None else job_table(table)
-    shown = RichTable(title=f"{table.sweep_dir} (sorted by {table.sort or 'job'}, "
-                            f"{'higher' if table.maximize else 'lower'} is better)", title_justify="left")
+    order = f"sorted by {table.sort}, {'higher' if table.maximize else 'lower'} is better" if table.sort else "job order"
+    shown = RichTable(title=f"{table.sweep_dir} ({order})", title_justify="left")
     for name in header:
         shown.add_column(name, overflow="fold")
     for row in body:
