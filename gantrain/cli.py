@@ -199,7 +199,7 @@ def check_group_choices(args: list[str]) -> None:
 
 def resume_arguments(args: list[str]) -> list[str]:
     """``resume=RUN`` composes the run's original overrides under the new ones and writes into the same folder."""
-    target = next((value for key, value in filter(None, map(_split, args)) if key == "resume"), None)
+    target = next((value.strip("'\"") for key, value in filter(None, map(_split, args)) if key == "resume"), None)
     if not target or target in ("null", "None"):
         return args
     from gantrain.sweeps.plan import is_sweep_folder
@@ -246,6 +246,22 @@ def results_arguments(args: list[str]) -> list[str]:
         return args
     return [f"results.{arg}" if override_key(arg) == "sweep" and arg[0] not in "+~" else arg
             for arg in args] + NO_RUN_FOLDER
+
+
+PATH_KEYS = ("resume", "checkpoint", "hydra.run.dir", "hydra.sweep.dir", "results.sweep", "out", "input", "a", "b")
+
+
+def quote_paths(args: list[str]) -> list[str]:
+    """A path with '=' or ',' in it (a sweep's job folder, 0_optim.lr=1e-4,trainer.seed=0) is one value, not
+    Hydra syntax: quote it (``resume='SWEEP/0_optim.lr=1e-4'``) unless the user already did."""
+    quoted = []
+    for arg in args:
+        match = OVERRIDE.match(arg)
+        value = match["value"] if match else ""
+        if match and match["key"] in PATH_KEYS and any(c in value for c in "=,") and value[:1] not in "'\"":
+            arg = f"{match['prefix'] or ''}{match['key']}='{value}'"
+        quoted.append(arg)
+    return quoted
 
 
 def rank_arguments(args: list[str]) -> list[str]:
@@ -359,7 +375,7 @@ def main(argv: list[str] | None = None) -> Any:
     try:
         args = results_arguments(args)
         check_group_choices(args)
-        args = rank_arguments(sample_arguments(resume_arguments(args)))
+        args = quote_paths(rank_arguments(sample_arguments(resume_arguments(args))))
         os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach this function; it decides what to show
         sys.argv = ["gantrain", *args]
         returned = _hydra_app()
