@@ -106,15 +106,13 @@ def collect(sweep_dir: str | Path, purpose: str = "tabulate") -> Table:
     """The table of a sweep folder; a folder that is not a sweep is a one-line error."""
     folder = Path(sweep_dir).expanduser()
     plan = load_plan(folder, purpose)
-    found: dict[int, Path] = {}
-    for child in sorted(folder.iterdir()):
-        num = job_number(child.name)
-        if num is not None and child.is_dir() and (child / ".hydra").is_dir():
-            found.setdefault(num, child)
+    found = [(job_number(child.name), child) for child in folder.iterdir()  # a resumed Optuna study repeats numbers
+             if job_number(child.name) is not None and not child.is_symlink() and (child / ".hydra").is_dir()]
+    numbers = {num for num, _ in found}
     expected = expected_jobs(plan)
+    jobs = found + [(num, None) for num in expected if num not in numbers]
     rows, higher, metric_columns = [], {"steps": True, "wall_time_s": False}, []
-    for num in sorted(set(found) | set(expected)):
-        job_dir = found.get(num)
+    for num, job_dir in sorted(jobs, key=lambda job: (job[0], job[1].name if job[1] else "")):
         overrides = job_overrides(job_dir) if job_dir else expected[num]
         chosen = {key: value for key, value in map(_split, overrides) if key in plan.varying}
         if job_dir is None:
