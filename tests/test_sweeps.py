@@ -201,3 +201,17 @@ def test_a_failed_job_is_recorded_and_a_killed_sweep_resumes(tmp_path: Path) -> 
     split = torch.load(folders[2] / "checkpoints" / "last.pt", weights_only=True)
     assert split["step"] == 60
     assert_same_training_state(torch.load(straight / "checkpoints" / "last.pt", weights_only=True), split)
+
+
+def test_an_optuna_trial_that_fails_is_a_failed_trial_and_the_study_goes_on(tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install 'gantrain[optuna]'")
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "+sweep=optuna_lr", "hydra.sweeper.n_trials=2", "objective=loss/d", "metrics.names=[]",
+                     "metrics.best=null", "trainer.batch_size=choice(16,0)", *TINY, "trainer.max_steps=2",
+                     f"hydra.sweep.dir={sweep}", cwd=tmp_path, check=False, env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 1, result.stderr[-2000:]  # one failed trial (the sampler's seed fixes which)
+    assert "Failed experiment" in result.stdout + result.stderr  # hydra-optuna-sweeper told Optuna: TrialState.FAIL
+    rows = read_csv(sweep / "results.csv")
+    assert [(r["trainer.batch_size"], r["status"]) for r in rows] == [("16", "done"), ("0", "failed")]
+    assert float(rows[0]["objective"]) == pytest.approx(
+        json.loads((sweep / rows[0]["folder"] / "summary.json").read_text())["scalars"]["loss/d"])
