@@ -264,6 +264,28 @@ def quote_paths(args: list[str]) -> list[str]:
     return quoted
 
 
+VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+               "--experimental-rerun")
+INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def flags_first(args: list[str]) -> list[str]:
+    """Hydra's flags (with their values) ahead of the overrides: the overrides gantrain adds after the user's
+    (``-m resume=SWEEP``, task=results) must stay one run of arguments, or argparse rejects the rest."""
+    flags, overrides, rest = [], [], iter(args)
+    for arg in rest:
+        if not arg.startswith("-"):
+            overrides.append(arg)
+            continue
+        flags.append(arg)
+        value = next(rest, None) if arg in VALUE_FLAGS or arg == "--info" else None
+        if value is not None and arg == "--info" and value not in INFO_CHOICES:
+            overrides.append(value)
+        elif value is not None:
+            flags.append(value)
+    return flags + overrides
+
+
 def rank_arguments(args: list[str]) -> list[str]:
     """Under torchrun, ranks other than 0 make no run folder and no log file: rank 0 writes for all."""
     if int(os.environ.get("RANK", "0")) == 0:
@@ -375,7 +397,7 @@ def main(argv: list[str] | None = None) -> Any:
     try:
         args = results_arguments(args)
         check_group_choices(args)
-        args = quote_paths(rank_arguments(sample_arguments(resume_arguments(args))))
+        args = flags_first(quote_paths(rank_arguments(sample_arguments(resume_arguments(args)))))
         os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach this function; it decides what to show
         sys.argv = ["gantrain", *args]
         returned = _hydra_app()

@@ -58,7 +58,7 @@ def resume_sweep_arguments(args: list[str], target: str) -> list[str]:
     given = {override_key(a) for a in args}
     earlier = [a for a in [*plan.hydra_arguments, *plan.arguments] if override_key(a) not in given]
     placement = [] if "hydra.sweep.dir" in given else [f"hydra.sweep.dir={target}"]
-    return args + earlier + placement  # flags such as -m stay ahead of the overrides
+    return earlier + args + placement
 
 
 def resumed_job(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:

@@ -139,7 +139,8 @@ def job_folder(*, _root_: DictConfig) -> str:
     hydra = _root_.hydra
     plan = read_plan(hydra.sweep.dir)
     overrides = [str(o) for o in hydra.overrides.task]
-    return job_folder_name(hydra.job.num, overrides, plan.varying if plan else None)
+    num = OmegaConf.select(_root_, "hydra.job.num", default="")  # unset outside a sweep (--cfg hydra --resolve)
+    return job_folder_name(num, overrides, plan.varying if plan else None)
 
 
 def register_resolvers() -> None:
