@@ -371,7 +371,7 @@ _SHOW_TRACEBACKS = False  # set by main() from debug=true / HYDRA_FULL_ERROR=1
 def _hydra_app() -> Any:
     import hydra
 
-    from gantrain.sweeps.job import continues_sweep, job_failed
+    from gantrain.sweeps.job import in_sweep, job_failed
     from gantrain.sweeps.plan import register_resolvers
 
     register_resolvers()  # ${gantrain_job_folder:} names the job folders of a sweep
@@ -382,8 +382,9 @@ def _hydra_app() -> Any:
             return run_task(cfg)
         except Exception as error:  # noqa: BLE001 - ends the job here, before Hydra adds its own report
             debug = _SHOW_TRACEBACKS or bool(cfg.get("debug"))
-            if not debug and continues_sweep(cfg):  # recorded as failed; the sweep goes on (gantrain/sweeps/job.py)
-                return job_failed(error, one_line(error) if exit_status(error) is not None else None)
+            if not debug and in_sweep():  # recorded as failed; the sweep goes on (gantrain/sweeps/job.py)
+                status = exit_status(error)
+                return job_failed(cfg, error, one_line(error) if status is not None else None, status)
             report_user_error(error, debug=debug)
             raise
 

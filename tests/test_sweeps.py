@@ -145,6 +145,26 @@ def test_bad_sweep_input_is_one_line(args, expected, grid, tmp_path, monkeypatch
     assert len(err.splitlines()) == 1 and expected.format(**fill) in err, err
 
 
+@pytest.mark.usefixtures("fresh_hydra", "one_torch_thread")
+def test_fail_fast_stops_the_sweep_at_the_first_failing_job(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "sweep"
+    with pytest.raises(SystemExit) as exited:
+        main(["-m", "trainer.batch_size=0,16", *TINY, "trainer.max_steps=2", "sweep.fail_fast=true",
+              f"hydra.sweep.dir={sweep}", *NO_LOGS])
+    assert exited.value.code == 2  # the failing job's own status: bad input
+    rows = read_csv(sweep / "results.csv")
+    assert [(r["folder"], r["status"]) for r in rows] == [("0_trainer.batch_size=0", "failed"),
+                                                          ("1_trainer.batch_size=16", "not started")]
+    assert not (sweep / "1_trainer.batch_size=16").exists()
+    err = capsys.readouterr().err
+    assert ("job 0 failed: trainer.batch_size must be a positive integer, got 0 (sweep.fail_fast=true: the sweep "
+            "stops)") in err
+    assert f"finish it with: gantrain -m resume={sweep}" in err
+
+
 def test_job_folder_names_are_safe_and_capped() -> None:
     varying = ["model", "optim.lr", "+regularizers.r1.gamma", "metrics.names"]
     assert job_folder_name(7, ["model=gan", "trainer.max_steps=2"], varying) == "7_model=gan"

@@ -31,6 +31,8 @@ def table_after_stop() -> None:
     shows the stopped job as interrupted and the rest as not started."""
     if last_sweep.get("sweep_dir") is not None and not last_sweep.get("ended"):
         SweepCallback._refresh(last_sweep["sweep_dir"], last_sweep["config"])
+        print(f"gantrain: the sweep stopped; finish it with: gantrain -m resume={last_sweep['sweep_dir']}",
+              file=sys.stderr)
 
 
 def _summary_stamp(run_dir: Path) -> int | None:

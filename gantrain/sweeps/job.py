@@ -31,22 +31,21 @@ def in_sweep() -> bool:
     return hydra is not None and hydra.mode == RunMode.MULTIRUN
 
 
-def continues_sweep(cfg: DictConfig) -> bool:
-    """A failing job of a sweep is recorded and the sweep goes on, unless ``sweep.fail_fast=true``."""
-    return in_sweep() and not bool((cfg.get("sweep") or {}).get("fail_fast", False))
-
-
-def job_failed(error: BaseException, reason: str | None) -> None:
-    """Record the job as failed with its one-line reason (a bug: its type and first line, and the traceback
-    on stderr), say so, and return None: the basic sweeper goes on, Optuna marks the trial FAIL."""
+def job_failed(cfg: DictConfig, error: BaseException, reason: str | None, status: int | None) -> None:
+    """A job of a sweep raised: record it as failed with its one-line reason (a bug: its type and first line,
+    and the traceback on stderr) and say so. Then return None, so the basic sweeper goes on and Optuna marks
+    the trial FAIL; or, with ``sweep.fail_fast=true``, end the sweep with the error's exit status."""
     hydra = _hydra()
     if reason is None:
         traceback.print_exception(error, file=sys.stderr)
         text = str(error).strip()
         reason = f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
     record_failure(Path(hydra.runtime.output_dir), reason, [str(o) for o in hydra.overrides.task])
-    print(f"gantrain: error: job {hydra.job.num} failed: {reason} (the sweep goes on; "
-          "sweep.fail_fast=true stops it)", file=sys.stderr)
+    fail_fast = bool((cfg.get("sweep") or {}).get("fail_fast", False))
+    then = "sweep.fail_fast=true: the sweep stops" if fail_fast else "the sweep goes on; sweep.fail_fast=true stops it"
+    print(f"gantrain: error: job {hydra.job.num} failed: {reason} ({then})", file=sys.stderr)
+    if fail_fast:
+        raise SystemExit(status or 1)
 
 
 def resume_sweep_arguments(args: list[str], target: str) -> list[str]:
