@@ -8,16 +8,21 @@ import csv
 import glob
 import hashlib
 import json
+import logging
 import os
 import signal
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -36,12 +41,34 @@ FOLDERS = ["0_optim.lr=0.0001,trainer.seed=0", "1_optim.lr=0.0001,trainer.seed=1
 NO_LOGS = ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]  # in-process main(): keep pytest's handlers
 
 
+@contextmanager
+def cli_in_process(cwd: Path) -> Iterator[None]:
+    """``main()`` as the command runs it, without a subprocess's start-up; every global it touches restored."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", list(sys.argv))
+        patch.setenv("HYDRA_FULL_ERROR", "0")  # main() sets it; the context puts the old value back
+        patch.chdir(cwd)
+        GlobalHydra.instance().clear()
+        try:
+            yield
+        finally:
+            GlobalHydra.instance().clear()
+            HydraConfig.instance().cfg = None
+            torch.set_num_threads(threads)
+            for logger in logging.Logger.manager.loggerDict.values():  # as test_multirun's fresh_hydra does
+                if isinstance(logger, logging.Logger):
+                    logger.disabled = False
+
+
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory) -> Path:
     """A 2x2 sweep (learning rate x seed) of 2-step toy runs measuring coverage."""
     tmp = tmp_path_factory.mktemp("grid")
     sweep = tmp / "sweep"
-    run_cli("-m", *GRID, *TINY, *COVERAGE, f"hydra.sweep.dir={sweep}", cwd=tmp, env={"OMP_NUM_THREADS": "1"})
+    with cli_in_process(tmp):
+        main(["-m", *GRID, *TINY, *COVERAGE, f"hydra.sweep.dir={sweep}", *NO_LOGS])
     return sweep
 
 
