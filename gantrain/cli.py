@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from gantrain.config_shapes import listed_choice, merge_error, misplaced_value
 from gantrain.errors import UserError
 from gantrain.registry import import_plugins, load_builtin_parts, unknown_choice
+from gantrain.sweeps.arguments import flags_first, quote_paths, sweep_exit_status
 
 CONFIG_NAME = "gantrain"
 GROUPS = ("model", "loss", "data", "optim", "device", "trainer")
@@ -248,44 +249,6 @@ def results_arguments(args: list[str]) -> list[str]:
             for arg in args] + NO_RUN_FOLDER
 
 
-PATH_KEYS = ("resume", "checkpoint", "hydra.run.dir", "hydra.sweep.dir", "results.sweep", "out", "input", "a", "b")
-
-
-def quote_paths(args: list[str]) -> list[str]:
-    """A path with '=' or ',' in it (a sweep's job folder, 0_optim.lr=1e-4,trainer.seed=0) is one value, not
-    Hydra syntax: quote it (``resume='SWEEP/0_optim.lr=1e-4'``) unless the user already did."""
-    quoted = []
-    for arg in args:
-        match = OVERRIDE.match(arg)
-        value = match["value"] if match else ""
-        if match and match["key"] in PATH_KEYS and any(c in value for c in "=,") and value[:1] not in "'\"":
-            arg = f"{match['prefix'] or ''}{match['key']}='{value}'"
-        quoted.append(arg)
-    return quoted
-
-
-VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
-               "--experimental-rerun")
-INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
-
-
-def flags_first(args: list[str]) -> list[str]:
-    """Hydra's flags (with their values) ahead of the overrides: the overrides gantrain adds after the user's
-    (``-m resume=SWEEP``, task=results) must stay one run of arguments, or argparse rejects the rest."""
-    flags, overrides, rest = [], [], iter(args)
-    for arg in rest:
-        if not arg.startswith("-"):
-            overrides.append(arg)
-            continue
-        flags.append(arg)
-        value = next(rest, None) if arg in VALUE_FLAGS or arg == "--info" else None
-        if value is not None and arg == "--info" and value not in INFO_CHOICES:
-            overrides.append(value)
-        elif value is not None:
-            flags.append(value)
-    return flags + overrides
-
-
 def rank_arguments(args: list[str]) -> list[str]:
     """Under torchrun, ranks other than 0 make no run folder and no log file: rank 0 writes for all."""
     if int(os.environ.get("RANK", "0")) == 0:
@@ -354,17 +317,6 @@ def output_folder_error(error: BaseException) -> UserError | None:
                      "choose a writable one with hydra.run.dir=PATH (hydra.sweep.dir=PATH with -m)")
 
 
-def sweep_exit_status() -> None:
-    """After a sweep with failed jobs: one line, and the number of failed jobs (at most 100) as exit status."""
-    from gantrain.sweeps.callback import last_sweep
-
-    if last_sweep.get("failed"):
-        failed = last_sweep["failed"]
-        print(f"gantrain: {failed} of {last_sweep['jobs']} jobs failed (see {last_sweep['sweep_dir']}/results.md)",
-              file=sys.stderr)
-        raise SystemExit(min(failed, 100))
-
-
 _SHOW_TRACEBACKS = False  # set by main() from debug=true / HYDRA_FULL_ERROR=1
 
 
@@ -398,7 +350,7 @@ def main(argv: list[str] | None = None) -> Any:
     try:
         args = results_arguments(args)
         check_group_choices(args)
-        args = flags_first(quote_paths(rank_arguments(sample_arguments(resume_arguments(args)))))
+        args = flags_first(quote_paths(rank_arguments(sample_arguments(resume_arguments(args)))))  # sweeps/arguments.py
         os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach this function; it decides what to show
         sys.argv = ["gantrain", *args]
         returned = _hydra_app()
