@@ -17,6 +17,7 @@ from typing import Any
 
 from gantrain import __version__
 from gantrain.engine.checkpoint import write_atomic
+from gantrain.errors import warn
 
 SUMMARY = "summary.json"
 DONE, FAILED, INTERRUPTED, NOT_STARTED = "done", "failed", "interrupted", "not started"
@@ -113,8 +114,13 @@ def recorded(trainer: Any, fit: Callable[[], dict[str, float]]) -> dict[str, flo
 
 
 def _write_if_main(trainer: Any, status: str, seconds: float, **details: Any) -> None:
-    if trainer.world.is_main:
+    """A summary that cannot be written (a full disk) is a warning: it never hides why the run ended."""
+    if not trainer.world.is_main:
+        return
+    try:
         write_summary(trainer.run_dir, run_summary(trainer, status, seconds, **details))
+    except OSError as error:
+        warn(f"cannot write {Path(trainer.run_dir) / SUMMARY}: {error.strerror or error}")
 
 
 def first_line(error: BaseException) -> str:
