@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from gantrain.config_shapes import listed_choice, merge_error, misplaced_value
 from gantrain.errors import UserError
 from gantrain.registry import import_plugins, load_builtin_parts, unknown_choice
-from gantrain.sweeps.arguments import flags_first, quote_paths, sweep_exit_status
+from gantrain.sweeps.arguments import flags_first, quote_paths, sweep_exit_status, table_after_stop
 
 CONFIG_NAME = "gantrain"
 GROUPS = ("model", "loss", "data", "optim", "device", "trainer")
@@ -353,14 +353,12 @@ def main(argv: list[str] | None = None) -> Any:
         args = flags_first(quote_paths(rank_arguments(sample_arguments(resume_arguments(args)))))  # sweeps/arguments.py
         os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach this function; it decides what to show
         sys.argv = ["gantrain", *args]
-        returned = _hydra_app()
+        try:
+            returned = _hydra_app()
+        finally:  # a sweep stopped by a signal, sweep.fail_fast or an error: its results table is brought up to date
+            table_after_stop()
         sweep_exit_status()
         return returned
-    except SystemExit:  # a sweep stopped by a signal or by sweep.fail_fast: its results table is brought up to date
-        from gantrain.sweeps.callback import table_after_stop
-
-        table_after_stop()
-        raise
     except KeyboardInterrupt:  # Ctrl-C before training (the loop handles its own): nothing to save yet
         if debug:
             raise

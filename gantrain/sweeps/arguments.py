@@ -60,3 +60,9 @@ def sweep_exit_status() -> None:
         print(f"gantrain: {failed} of {last_sweep['jobs']} jobs failed (see {last_sweep['sweep_dir']}/results.md)",
               file=sys.stderr)
         raise SystemExit(min(failed, 100))
+
+
+def table_after_stop() -> None:
+    """A sweep that stopped early (a signal, sweep.fail_fast, an error) gets its table all the same."""
+    if "gantrain.sweeps.callback" in sys.modules:  # not imported: no Hydra run began, so no sweep either
+        sys.modules["gantrain.sweeps.callback"].table_after_stop()

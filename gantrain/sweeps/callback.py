@@ -73,13 +73,14 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        last_sweep["ended"] = True
         table, groups = self._refresh(sweep_dir, config) or (None, None)
         if table is None:
             return
         from gantrain.sweeps.results import show
 
         show(table, groups, stderr=True)
-        last_sweep.update(failed=table.failed(), jobs=len(table.rows), ended=True)
+        last_sweep.update(failed=table.failed(), jobs=len(table.rows))
 
     @staticmethod
     def _refresh(sweep_dir: Path, config: DictConfig) -> Any:
