@@ -155,6 +155,7 @@ def test_sample_from_the_best_link(grid: Path, tmp_path: Path, monkeypatch) -> N
     (["task=results", "sweep={grid}", "results.sort=typo"], "results.sort=typo is not a column of this sweep; "
                                                              "choose from: steps, wall_time_s, coverage"),
     (["-m", "resume={old}"], "cannot resume {old}: it was made by gantrain 0.0.1 (sweep format 0); this is gantrain"),
+    (["resume={grid}"], "{grid} is a sweep folder: resume the whole sweep with 'gantrain -m resume={grid}'"),
 ])
 def test_bad_sweep_input_is_one_line(args, expected, grid, tmp_path, monkeypatch, capsys) -> None:
     old = tmp_path / "old_sweep"
