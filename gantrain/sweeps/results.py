@@ -70,9 +70,9 @@ class Table:
         return ranked[0] if ranked else None
 
     def sorted_rows(self) -> list[Row]:
-        return sorted(self.rows, key=lambda row: (*self._rank(row.values.get(self.sort)), row.job))
+        return sorted(self.rows, key=lambda row: (*self.rank_key(row.values.get(self.sort)), row.job))
 
-    def _rank(self, value: float | None) -> tuple[int, float]:
+    def rank_key(self, value: float | None) -> tuple[int, float]:
         if self.sort is None or not _number(value):
             return (1, 0.0)  # no value: after every ranked row
         return (0, -value if self.maximize else value)
@@ -169,7 +169,7 @@ class Group:
     overrides: dict[str, str]
     rows: list[Row]
 
-    def stats(self, column: str) -> tuple[float | None, float | None]:
+    def stats(self, column: str | None) -> tuple[float | None, float | None]:
         values = [r.values.get(column) for r in self.rows if r.status == DONE and _number(r.values.get(column))]
         if not values:
             return None, None
@@ -191,7 +191,7 @@ def group_seeds(table: Table) -> list[Group] | None:
         rest = {k: v for k, v in row.overrides.items() if k != SEED_KEY}
         groups.setdefault(tuple(rest.items()), Group(rest, [])).rows.append(row)
     ranked = list(groups.values())
-    ranked.sort(key=lambda g: table._rank(g.stats(table.sort)[0]) if table.sort else (1, 0.0))
+    ranked.sort(key=lambda g: table.rank_key(g.stats(table.sort)[0]))
     return ranked
 
 
