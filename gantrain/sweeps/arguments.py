@@ -53,13 +53,16 @@ def flags_first(args: list[str]) -> list[str]:
 
 def sweep_exit_status() -> None:
     """After a sweep with failed jobs: one line, and the number of failed jobs (at most 100) as exit status."""
+    if "gantrain.sweeps.callback" not in sys.modules:  # no Hydra run began, so no sweep either
+        return
     from gantrain.sweeps.callback import last_sweep
 
-    if last_sweep.get("failed"):
-        failed = last_sweep["failed"]
-        print(f"gantrain: {failed} of {last_sweep['jobs']} jobs failed (see {last_sweep['sweep_dir']}/results.md)",
+    ended = dict(last_sweep)
+    last_sweep.clear()  # reported: a later command in this process starts afresh
+    if ended.get("failed"):
+        print(f"gantrain: {ended['failed']} of {ended['jobs']} jobs failed (see {ended['sweep_dir']}/results.md)",
               file=sys.stderr)
-        raise SystemExit(min(failed, 100))
+        raise SystemExit(min(ended["failed"], 100))
 
 
 def table_after_stop() -> None:

@@ -33,6 +33,7 @@ def table_after_stop() -> None:
         SweepCallback._refresh(last_sweep["sweep_dir"], last_sweep["config"])
         print(f"gantrain: the sweep stopped; finish it with: gantrain -m resume={last_sweep['sweep_dir']}",
               file=sys.stderr)
+        last_sweep.clear()  # reported: a later command in this process starts afresh
 
 
 def _summary_stamp(run_dir: Path) -> int | None:
