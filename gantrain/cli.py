@@ -19,10 +19,10 @@ from omegaconf import DictConfig
 from gantrain.config_shapes import listed_choice, merge_error, misplaced_value
 from gantrain.errors import UserError
 from gantrain.registry import import_plugins, load_builtin_parts, unknown_choice
+from gantrain.sweeps.arguments import OVERRIDE, flags_first, quote_paths, sweep_exit_status, table_after_stop
 
 CONFIG_NAME = "gantrain"
 GROUPS = ("model", "loss", "data", "optim", "device", "trainer")
-OVERRIDE = re.compile(r"^(?P<prefix>\+\+|\+|~)?(?P<key>[\w./@-]+)=(?P<value>.*)$")
 MERGE_ERROR = re.compile(r"^Error merging override (?P<key>[^=\s]+)=(?P<value>.*)$")  # Hydra's words
 
 
@@ -43,7 +43,9 @@ def train_task(cfg: DictConfig) -> dict[str, float] | float:
     """Train; return the value ``objective`` names as a float (what sweepers such as Optuna optimise), else the last scalars."""
     from hydra.core.hydra_config import HydraConfig
 
+    from gantrain.engine.summary import record_objective
     from gantrain.engine.trainer import Trainer
+    from gantrain.sweeps.job import resumed_job, skipped_result
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -56,10 +58,18 @@ def train_task(cfg: DictConfig) -> dict[str, float] | float:
             raise SystemExit(status)
         return {}
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
+    earlier = resumed_job(cfg, run_dir)  # -m resume=SWEEP_DIR: a job that finished before is skipped
+    if earlier is not None:
+        return skipped_result(earlier, cfg.get("objective"))
     trainer = Trainer(cfg, run_dir, overrides)
     scalars = trainer.fit()
     objective = cfg.get("objective")
-    return scalars if objective is None else objective_value(str(objective), scalars, trainer)
+    if objective is None:
+        return scalars
+    value = objective_value(str(objective), scalars, trainer)
+    if trainer.world.is_main:
+        record_objective(run_dir, str(objective), value)
+    return value
 
 
 def objective_value(name: str, scalars: dict[str, float], trainer: Any) -> float:
@@ -147,9 +157,16 @@ def export_task(cfg: DictConfig) -> Path:
     return run(cfg)
 
 
+def results_task(cfg: DictConfig) -> Any:
+    from gantrain.tasks.results import run
+
+    return run(cfg)
+
+
 TASKS: dict[str, Callable[[DictConfig], Any]] = {"train": train_task, "sample": sample_task, "eval": eval_task,
                                                  "translate": translate_task, "interpolate": interpolate_task,
-                                                 "download": download_task, "export": export_task}
+                                                 "download": download_task, "export": export_task,
+                                                 "results": results_task}
 
 
 def run_task(cfg: DictConfig) -> Any:
@@ -195,9 +212,15 @@ def check_group_choices(args: list[str]) -> None:
 
 def resume_arguments(args: list[str]) -> list[str]:
     """``resume=RUN`` composes the run's original overrides under the new ones and writes into the same folder."""
-    target = next((value for key, value in filter(None, map(_split, args)) if key == "resume"), None)
+    target = next((value.strip("'\"") for key, value in filter(None, map(_split, args)) if key == "resume"), None)
     if not target or target in ("null", "None"):
         return args
+    from gantrain.sweeps.plan import is_sweep_folder
+
+    if is_sweep_folder(target):  # -m resume=SWEEP_DIR: the same jobs again (gantrain/sweeps/job.py)
+        from gantrain.sweeps.job import resume_sweep_arguments
+
+        return resume_sweep_arguments(args, target)
     from gantrain.engine.checkpoint import resolve_checkpoint, run_dir_of
 
     path, saved = resolve_checkpoint(target)
@@ -217,13 +240,7 @@ def sample_arguments(args: list[str]) -> list[str]:
     checkpoint): no run folder, no log file."""
     if not any(f"task={task}" in args for task in ("sample", "eval", "translate", "interpolate", "download", "export")):
         return args
-    return with_overrides(eval_arguments(args), NO_RUN_FOLDER)
-
-
-def with_overrides(args: list[str], extra: list[str]) -> list[str]:
-    """``extra`` overrides added before Hydra's own flags (``--cfg job``), where argparse still takes overrides."""
-    flag = next((i for i, arg in enumerate(args) if arg.startswith("-")), len(args))
-    return args[:flag] + extra + args[flag:]
+    return eval_arguments(args) + NO_RUN_FOLDER  # main() moves Hydra's flags (--cfg job) ahead of these
 
 
 def eval_arguments(args: list[str]) -> list[str]:
@@ -233,6 +250,15 @@ def eval_arguments(args: list[str]) -> list[str]:
         return args
     return [f"++{arg}" if (override_key(arg) or "").startswith("data.") and arg[0] not in "+~" else arg
             for arg in args]
+
+
+def results_arguments(args: list[str]) -> list[str]:
+    """task=results: ``sweep=DIR`` is ``results.sweep=DIR`` (``sweep`` alone names the sweep config group);
+    the table goes into the sweep folder, so no run folder of its own."""
+    if "task=results" not in args:
+        return args
+    return [f"results.{arg}" if override_key(arg) == "sweep" and arg[0] not in "+~" else arg
+            for arg in args] + NO_RUN_FOLDER
 
 
 def rank_arguments(args: list[str]) -> list[str]:
@@ -309,12 +335,21 @@ _SHOW_TRACEBACKS = False  # set by main() from debug=true / HYDRA_FULL_ERROR=1
 def _hydra_app() -> Any:
     import hydra
 
+    from gantrain.sweeps.job import in_sweep, job_failed
+    from gantrain.sweeps.plan import register_resolvers
+
+    register_resolvers()  # ${gantrain_job_folder:} names the job folders of a sweep
+
     @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=CONFIG_NAME)
     def app(cfg: DictConfig) -> Any:
         try:
             return run_task(cfg)
         except Exception as error:  # noqa: BLE001 - ends the job here, before Hydra adds its own report
-            report_user_error(error, debug=_SHOW_TRACEBACKS or bool(cfg.get("debug")))
+            debug = _SHOW_TRACEBACKS or bool(cfg.get("debug"))
+            if not debug and in_sweep():  # recorded as failed; the sweep goes on (gantrain/sweeps/job.py)
+                status = exit_status(error)
+                return job_failed(cfg, error, one_line(error) if status is not None else None, status)
+            report_user_error(error, debug=debug)
             raise
 
     return app()
@@ -325,11 +360,17 @@ def main(argv: list[str] | None = None) -> Any:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _SHOW_TRACEBACKS = "debug=true" in args or os.environ.get("HYDRA_FULL_ERROR") == "1"
     try:
+        args = results_arguments(args)
         check_group_choices(args)
-        args = rank_arguments(sample_arguments(resume_arguments(args)))
+        args = flags_first(quote_paths(rank_arguments(sample_arguments(resume_arguments(args)))))  # sweeps/arguments.py
         os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach this function; it decides what to show
         sys.argv = ["gantrain", *args]
-        return _hydra_app()
+        try:
+            returned = _hydra_app()
+        finally:  # a sweep stopped by a signal, sweep.fail_fast or an error: its results table is brought up to date
+            table_after_stop()
+        sweep_exit_status()
+        return returned
     except KeyboardInterrupt:  # Ctrl-C before training (the loop handles its own): nothing to save yet
         if debug:
             raise

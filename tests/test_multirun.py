@@ -39,7 +39,8 @@ def test_multirun_sweeps_lr_and_model_into_one_folder_per_job(tmp_path: Path) ->
             f"hydra.sweep.dir={sweep}", *FAST, cwd=tmp_path)
 
     jobs = sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: p.name)
-    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    assert [p.name for p in jobs] == ["0_optim.lr=0.0001,model=gan", "1_optim.lr=0.0001,model=dcgan",
+                                      "2_optim.lr=0.0002,model=gan", "3_optim.lr=0.0002,model=dcgan"]
     assert (sweep / "multirun.yaml").is_file()
     seen = set()
     for job in jobs:
@@ -178,8 +179,8 @@ def test_optuna_study_through_the_submitit_launcher_reports_the_best_value(tmp_p
             f"hydra.sweep.dir={sweep}", *TINY_RUN, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
 
     results = OmegaConf.load(sweep / "optimization_results.yaml")
-    trials = sorted((p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: p.name)
-    assert [p.name for p in trials] == ["0", "1"]
+    trials = sorted((p for p in sweep.iterdir() if p.name[0].isdigit() and not p.is_symlink()), key=lambda p: p.name)
+    assert [p.name.split("_")[0] for p in trials] == ["0", "1"]  # named N_optim.lr=...,optim.betas.0=...
     values = [tensorboard_scalar(trial, "loss/d")[2] for trial in trials]
     assert isinstance(results.best_value, float)
     assert results.best_value == pytest.approx(min(values), rel=1e-6)  # minimize: the lower trial's loss/d

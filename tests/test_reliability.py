@@ -397,15 +397,16 @@ def test_a_multirun_job_folder_resumes_on_its_own(tmp_path):
     sweep = tmp_path / "sweep"
     run_cli("-m", *TINY, *QUIET, "optim.lr=1e-4,2e-4", "trainer.max_steps=2", f"hydra.sweep.dir={sweep}",
             cwd=tmp_path)
-    before = load_checkpoint(sweep / "0" / "checkpoints" / "last.pt")
-    run_cli(f"resume={sweep / '1'}", "trainer.max_steps=4", *QUIET, *FAST, cwd=tmp_path)
+    first, second = sweep / "0_optim.lr=0.0001", sweep / "1_optim.lr=0.0002"  # job number + what varies
+    before = load_checkpoint(first / "checkpoints" / "last.pt")
+    run_cli(f"resume={second}", "trainer.max_steps=4", *QUIET, *FAST, cwd=tmp_path)
 
-    resumed = load_checkpoint(sweep / "1" / "checkpoints" / "last.pt")
+    resumed = load_checkpoint(second / "checkpoints" / "last.pt")
     assert resumed["step"] == 4 and resumed["config"]["optim"]["lr"] == 2e-4  # the job's own overrides
-    untouched = load_checkpoint(sweep / "0" / "checkpoints" / "last.pt")
+    untouched = load_checkpoint(first / "checkpoints" / "last.pt")
     assert untouched["step"] == 2
     assert_same_training_state(before, untouched)
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]  # no new folder
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [first.name, second.name]  # no new folder
 
 
 # --- 5. non-finite losses -----------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from gantrain.engine.evaluation import BEST, METRICS_LOG, Evaluator, build_evalu
 from gantrain.engine.restore import initialise, without_init
 from gantrain.engine.rng import rng_state, seed_everything, set_rng_state
 from gantrain.engine.run_log import RunLog, SilentLog, Throughput, to_floats
+from gantrain.engine.summary import recorded
 from gantrain.errors import UserError
 from gantrain.options import positive_int
 from gantrain.recipes.base import NONFINITE_POLICIES, Batch, NextBatch, NonFiniteUpdate, Recipe
@@ -280,7 +281,13 @@ class Trainer:
         }
 
     def fit(self) -> dict[str, float]:
-        """Train until the budget or a signal stops the run; returns the last logged scalars."""
+        """Train until the budget or a signal stops the run; returns the last logged scalars.
+
+        However it ends, RUN/summary.json says how (gantrain/engine/summary.py).
+        """
+        return recorded(self, self._fit)
+
+    def _fit(self) -> dict[str, float]:
         with StopSignals() as signals:
             try:
                 values = self._train(signals)
