@@ -135,10 +135,14 @@ class TensorSamples(Dataset):
 class TensorImages(TensorSamples):
     """Images decoded once into a uint8 tensor (N, C, H, W): a quarter of the memory of floats."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, mapped: bool = False) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError("images must be a uint8 tensor of shape (N, C, H, W)")
         super().__init__(images, labels)
+        self.mapped = mapped  # a memory-mapped cache (data.storage=disk): it stays on the host, batches are copied
+
+    def to(self, device: torch.device) -> "TensorImages":
+        return self if self.mapped else super().to(device)
 
     @property
     def images(self) -> torch.Tensor:
