@@ -111,8 +111,9 @@ class Storage:
         if self.mode == "memory" and over_cap:
             raise UserError(f"{size}, over data.cache_max_gb={self.max_gb:g}; raise it, or set data.storage=disk "
                             "(a memory-mapped cache on disk)")
+        if self.mode == "memory":
+            log.info("data.storage=memory: %s", size)
         if self.mode != "auto":
-            log.info("data.storage=%s: %s", self.mode, size)
             return self.mode
         copies, available = local_processes(), available_memory()
         share = total * copies / max(available, 1)
@@ -193,7 +194,7 @@ class Storage:
             if not _complete(entry, stamp, len(files)):
                 self._build(entry, files, prepare, identity, stamp, what, nbytes)
             else:
-                log.info("data.storage=disk: %s mapped from %s", what, entry)
+                log.info("data.storage=disk: %s mapped from %s (%.3g GB)", what, entry, _size_of(entry) / GB)
             return _map(entry, names)
 
     def _build(self, entry: Path, files: list[Path], prepare: Prepare, identity: str, stamp: str, what: str,
