@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import REPO, assert_same_training_state, train_straight_and_resumed
+from conftest import REPO, assert_same_training_state, run_cli, train_straight_and_resumed
 from gantrain.data import storage as storage_module
 from gantrain.data.build import build_data
 from gantrain.data.storage import CACHE_FOLDER, Storage
@@ -239,3 +239,15 @@ def test_bad_storage_options_are_one_line(tmp_path):
     with pytest.raises(UserError, match="data.storage=disk keeps decoded images, but data.cache=false"):
         source(tmp_path / "data", {"name": "image_folder", "cache": False}, storage="disk")
     assert isinstance(Storage("memory"), Storage)
+
+
+def test_two_data_parallel_ranks_build_each_cache_once_and_map_it(tmp_path):
+    root = tmp_path / "facades"
+    write_layout(root, "paired")
+    run_cli(*TINY_PIX2PIX, f"data.root={root}", "data.storage=disk", "trainer.batch_size=2", "trainer.max_steps=2",
+            "trainer.devices=2", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    cache = root / CACHE_FOLDER
+    entries = sorted(p.name.split("-")[0] for p in cache.iterdir() if p.is_dir())
+    assert entries == ["train", "val"] and not list(cache.glob(".*partial"))  # one entry each, nothing half-written
+    log = (tmp_path / "run" / "gantrain.log").read_text()  # rank 0's: each cache either built here or mapped
+    assert log.count("decoding") + log.count("mapped from") == 2
