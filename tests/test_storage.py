@@ -69,8 +69,8 @@ def source(root: Path, options: dict, **more):
     return build_data(OmegaConf.create({"root": str(root), **options, **more}))
 
 
-def batches(data, count: int = 4) -> list[dict[str, torch.Tensor]]:
-    stream = BatchStream.from_config(data, {"on_device": "auto", "hflip": False}, 2, seed=3, device=CPU)
+def batches(data, count: int = 4, on_device: bool | str = "auto") -> list[dict[str, torch.Tensor]]:
+    stream = BatchStream.from_config(data, {"on_device": on_device, "hflip": False}, 2, seed=3, device=CPU)
     return [stream.next() for _ in range(count)]
 
 
@@ -86,7 +86,8 @@ def test_memory_and_disk_give_bitwise_equal_batches(tmp_path, layout):
     on_disk = source(tmp_path / "data", options, storage="disk", cache_dir=str(tmp_path / "cache"))
     assert all(getattr(bank, "mapped", False) for bank in banks_of(on_disk))
     assert not any(getattr(bank, "mapped", False) for bank in banks_of(in_memory))
-    for a, b in zip(batches(in_memory), batches(on_disk)):
+    # on_device=true: a mapped cache stays mapped and hands each batch's crops to the training device
+    for a, b in zip(batches(in_memory), batches(on_disk, on_device=True)):
         assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
     for split, held_out in in_memory.held_out.items():
         index = torch.arange(len(held_out))

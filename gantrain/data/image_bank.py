@@ -82,6 +82,7 @@ class ImageBank:
             raise ValueError("an image bank needs stacked images, or a flat array and its offset table")
         self.names = list(names)
         self.stacked, self.flat, self.mapped = stacked, flat, mapped
+        self.target: torch.device | None = None  # a mapped bank's crops go here (the training device), cut on the host
         self.table = table.long() if table is not None else None  # (N, 4): offset, channels, height, width
         count = len(stacked) if stacked is not None else len(self.table)
         if count == 0:
@@ -102,11 +103,18 @@ class ImageBank:
 
     @property
     def device(self) -> torch.device:
+        """Where crops come out (and indices may lie): the arrays' device, or a mapped bank's target."""
+        return self.target or self._home
+
+    @property
+    def _home(self) -> torch.device:
         return (self.stacked if self.stacked is not None else self.flat).device
 
     def to(self, device: torch.device) -> "ImageBank":
-        """Move the arrays onto ``device``; a mapped cache stays on the host (crops are copied per batch)."""
+        """Move the arrays onto ``device``; a mapped cache stays on the host and its crops are copied there,
+        so what the layout does next (flips, SR's bicubic LR) runs on ``device`` as with images in memory."""
         if self.mapped:
+            self.target = torch.device(device)
             return self
         if self.stacked is not None:
             self.stacked = self.stacked.to(device)
@@ -146,9 +154,12 @@ class ImageBank:
         """
         if crop is None:
             if self.stacked is not None:
-                return self.stacked.index_select(0, indices.to(self.device))
-            return torch.stack([self.image(i) for i in indices.tolist()])
+                return self._out(self.stacked.index_select(0, indices.to(self._home)))
+            return self._out(torch.stack([self.image(i) for i in indices.tolist()]))
         return self.crop_at(indices, crop, self.places(indices, crop, offsets))
+
+    def _out(self, images: torch.Tensor) -> torch.Tensor:
+        return images if self.target is None else images.to(self.target, non_blocking=True)
 
     def places(self, indices: torch.Tensor, crop: tuple[int, int],
                offsets: torch.Tensor | None = None) -> list[tuple[int, int]]:
@@ -168,8 +179,8 @@ class ImageBank:
     def crop_at(self, indices: torch.Tensor, crop: tuple[int, int], places: Sequence[tuple[int, int]]) -> torch.Tensor:
         """uint8 (n, C, h, w): image ``indices[i]`` cut at pixel ``places[i]`` (top, left), e.g. aligned with another."""
         height, width = crop
-        return torch.stack([self.image(index)[:, top:top + height, left:left + width]
-                            for index, (top, left) in zip(indices.tolist(), places)])
+        return self._out(torch.stack([self.image(index)[:, top:top + height, left:left + width]
+                                      for index, (top, left) in zip(indices.tolist(), places)]))
 
 
 def pack(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
