@@ -8,8 +8,9 @@ epoch of batches): a random ``hr_size`` crop, one of the 8 symmetries of the squ
 ``lr_root`` the LR comes from ready files instead (DIV2K's ``0001x4.png`` beside HR ``0001.png``, or the
 same name), cut at the aligned place: LR crop at (y, x), HR crop at (scale*y, scale*x).
 
-Every image is decoded once into uint8 memory (``cache_max_gb`` caps it): a random crop from memory takes
-microseconds, decoding a 2K PNG to cut one takes tens of milliseconds, longer than a training step.
+Every image is decoded once into uint8, in memory (``cache_max_gb`` caps it) or a memory-mapped cache on disk
+(``data.storage``, gantrain/data/storage.py): a random crop from either takes about a millisecond, decoding a
+2K PNG to cut one takes tens of milliseconds, longer than a training step.
 Crop offsets and symmetries come from the batch stream's per-position uniforms, so resume is exact.
 
 Held out (``val_root``, Set5/Set14-style HR images): each image cropped at the top-left to a multiple of
