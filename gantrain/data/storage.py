@@ -140,10 +140,11 @@ class Storage:
         files' headers; else it is estimated from the first file.
         """
         files = list(files)
+        if self.mode == "disk":  # a cache already built is mapped without decoding anything
+            return self._mapped(files, prepare, key, names, what, nbytes)
         first = None
         if nbytes is None:
-            first = [part for part in prepare(files[0])]
-            nbytes = sum(part.numel() for part in first) * len(files)
+            first, nbytes = _estimate(files, prepare)
         if self.choose(nbytes, what) == "memory":
             self.held += nbytes
             rest = decode_all(files[1:] if first is not None else files, prepare)
@@ -184,7 +185,7 @@ class Storage:
         return fallback
 
     def _mapped(self, files: list[Path], prepare: Prepare, key: Mapping[str, Any], names: Sequence[str],
-                what: str, nbytes: int) -> list[ImageBank]:
+                what: str, nbytes: int | None) -> list[ImageBank]:
         root = self._root(files)
         folder = os.path.commonpath([str(path.resolve().parent) for path in files])
         identity = json.dumps({"format": CACHE_FORMAT, "key": dict(key), "folder": folder}, sort_keys=True, default=str)
@@ -198,7 +199,8 @@ class Storage:
             return _map(entry, names)
 
     def _build(self, entry: Path, files: list[Path], prepare: Prepare, identity: str, stamp: str, what: str,
-               nbytes: int) -> None:
+               nbytes: int | None) -> None:
+        nbytes = _estimate(files, prepare)[1] if nbytes is None else nbytes
         free = shutil.disk_usage(entry.parent).free
         if nbytes > free:
             raise UserError(f"data.storage=disk: {what} need {nbytes / GB:.3g} GB in {entry.parent}, which has "
@@ -224,6 +226,12 @@ class Storage:
             raise
         log.info("data.storage=disk: cached %s (%.3g GB) in %.1f s", what, _size_of(entry) / GB,
                  time.perf_counter() - started)
+
+
+def _estimate(files: Sequence[Path], prepare: Prepare) -> tuple[list[torch.Tensor], int]:
+    """The first file's parts, and the decoded size of all the files were they all like it."""
+    first = list(prepare(files[0]))
+    return first, sum(part.numel() for part in first) * len(files)
 
 
 @contextmanager
