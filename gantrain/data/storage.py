@@ -179,7 +179,11 @@ class Storage:
         except OSError:
             pass
         fallback = user_cache()
-        fallback.mkdir(parents=True, exist_ok=True)
+        try:
+            fallback.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"data.storage=disk: neither {beside.parent} nor {fallback} is writable "
+                            f"({error.strerror or error}); set data.cache_dir=PATH") from None
         log.info("data.storage=disk: %s is not writable; caching in %s instead (data.cache_dir=PATH chooses)",
                  beside.parent, fallback)
         return fallback
