@@ -20,6 +20,7 @@ start-up and its final grid and checkpoint are reported apart (JSON: startup_s, 
 
     python scripts/bench.py                                   # every workload, table on stdout
     python scripts/bench.py --presets gan dcgan --threads 1 --json bench.json
+    python scripts/bench.py --storage                         # data.storage=memory vs disk (scripts/storage_bench.py)
 """
 
 from __future__ import annotations
@@ -681,6 +682,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    given = sys.argv[1:] if argv is None else argv
+    if "--storage" in given:  # data.storage=memory vs disk: measurements and options of their own
+        sys.path.insert(0, str(REPO / "scripts"))
+        import storage_bench
+
+        return storage_bench.main([arg for arg in given if arg != "--storage"])
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

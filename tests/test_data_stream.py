@@ -225,10 +225,12 @@ def test_image_folder_cache_gives_the_same_batches(tmp_path: Path) -> None:
 
 
 def test_image_folder_cache_limit(tmp_path: Path) -> None:
-    """A cache over data.cache_max_gb is refused in one line naming its size and the limit, before decoding."""
+    """Memory over data.cache_max_gb is refused in one line naming its size and the limit, before decoding."""
     root = write_pngs(tmp_path, count=2)
-    with pytest.raises(UserError, match=r"2 images of 3x8x8 take 3\.84e-07 GB, over data.cache_max_gb=1e-07"):
-        DATASETS.build("image_folder", {"root": str(root), "image_size": 8, "cache": True, "cache_max_gb": 1e-7})
+    with pytest.raises(UserError, match=r"2 images of 3x8x8 take 3\.84e-07 GB decoded \(uint8\), over "
+                                        r"data.cache_max_gb=1e-07; .* data.storage=disk"):
+        DATASETS.build("image_folder", {"root": str(root), "image_size": 8, "cache": True, "cache_max_gb": 1e-7,
+                                        "storage": "memory"})
     with pytest.raises(UserError, match="data.cache_max_gb must be a positive number"):
         DATASETS.build("image_folder", {"root": str(root), "cache_max_gb": 0})
 

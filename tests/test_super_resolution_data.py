@@ -257,7 +257,7 @@ def bad_sr(tmp_path: Path, case: str) -> dict:
         write(tmp_path / "lr" / "0002x4.png", np.zeros((10, 10, 3), np.uint8))
         options = {"lr_root": str(tmp_path / "lr")}
     elif case == "cache":
-        options = {"cache_max_gb": 1e-6}
+        options = {"cache_max_gb": 1e-6, "storage": "memory"}
     elif case == "unreadable_val":
         write(tmp_path / "val" / "ok.png", np.zeros((8, 8, 3), np.uint8))
         (tmp_path / "val" / "bad.png").write_bytes(b"nope")

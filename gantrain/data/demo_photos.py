@@ -145,18 +145,20 @@ DEMO_SIZE = 96  # pixels of each stored crop; data.load_size resizes them and da
 
 @DATASETS.register("paired_demo")
 def paired_demo(root: str | None = None, direction: str = "AtoB", preprocess: str = "resize_and_crop",
-                load_size: int = 72, crop_size: int = 64, flip: bool = True, channels: int | None = None) -> DataSource:
+                load_size: int = 72, crop_size: int = 64, flip: bool = True, channels: int | None = None,
+                storage: str = "auto", cache_dir: str | None = None) -> DataSource:
     """Greyscale -> colour crops of the bundled photos, in the pix2pix layout (built once into a cache)."""
     folder = built_folder("paired_demo-v2", root, lambda path: build_paired_demo(path, DEMO_SIZE))
-    return paired(str(folder), direction, preprocess, load_size, crop_size, flip, channels)
+    return paired(str(folder), direction, preprocess, load_size, crop_size, flip, channels, storage, cache_dir)
 
 
 @DATASETS.register("unpaired_demo")
 def unpaired_demo(root: str | None = None, preprocess: str = "resize_and_crop", load_size: int = 72,
-                  crop_size: int = 64, flip: bool = True, channels: int | None = None) -> DataSource:
+                  crop_size: int = 64, flip: bool = True, channels: int | None = None, storage: str = "auto",
+                  cache_dir: str | None = None) -> DataSource:
     """Colour photos <-> old-print photos, unpaired, in the CycleGAN layout (built once into a cache)."""
     folder = built_folder("unpaired_demo-v3", root, lambda path: build_unpaired_demo(path, DEMO_SIZE))
-    return unpaired(str(folder), preprocess, load_size, crop_size, flip, channels)
+    return unpaired(str(folder), preprocess, load_size, crop_size, flip, channels, storage, cache_dir)
 
 
 # --- super-resolution ------------------------------------------------------------------------------
@@ -173,9 +175,10 @@ def build_sr_demo(folder: Path) -> None:
 @DATASETS.register("sr_demo")
 def sr_demo(root: str | None = None, scale: int = 4, hr_size: int = 64, lr_root: str | None = None,
             val_root: str | None = None, flip: bool = True, repeat: int = 64, channels: int = 3,
-            cache_max_gb: float = 12.0, held_out_only: bool = False) -> DataSource:
+            cache_max_gb: float = 12.0, storage: str = "auto", cache_dir: str | None = None,
+            held_out_only: bool = False) -> DataSource:
     """x``scale`` super-resolution of real photos (built once into a cache), read as data=sr reads a folder."""
     folder = built_folder("sr_demo-v1", root, build_sr_demo)
     return super_resolution(str(folder / "train"), scale, hr_size, lr_root,
                             str(folder / "val") if val_root is None else val_root, flip, repeat, channels,
-                            cache_max_gb, held_out_only)
+                            cache_max_gb, storage, cache_dir, held_out_only)

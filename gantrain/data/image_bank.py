@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from gantrain.data.image_folder import IMAGE_SUFFIXES
 from gantrain.data.source import normalise_uint8
 from gantrain.errors import UserError
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # PIL modes of single-channel images
 
 
@@ -67,44 +67,84 @@ def decode_all(paths: Sequence[Path], prepare) -> list:
 
 
 class ImageBank:
-    """One domain's images as uint8 (C, H, W) tensors: one stacked tensor when they share a size.
+    """One domain's images as uint8 (C, H, W): one (N, C, H, W) array when they share a size, else one flat
+    array with an offset table (offset, C, H, W per image).
 
-    ``crop_batch`` cuts a (n, C, crop_h, crop_w) batch at offsets given as uniforms in [0, 1): the
-    same uniforms give the same crops, whichever device the images lie on.
+    The arrays come from a storage (gantrain/data/storage.py): tensors in memory, or a memory-mapped cache
+    file (``mapped``), which stays on the host whatever device training runs on. ``crop_batch`` cuts a
+    (n, C, crop_h, crop_w) batch at offsets given as uniforms in [0, 1): the same uniforms give the same
+    crops, whichever device or storage the images lie in.
     """
 
-    def __init__(self, images: Sequence[torch.Tensor], names: Sequence[str]) -> None:
+    def __init__(self, names: Sequence[str], stacked: torch.Tensor | None = None, flat: torch.Tensor | None = None,
+                 table: torch.Tensor | None = None, mapped: bool = False) -> None:
+        if (stacked is None) == (flat is None or table is None):
+            raise ValueError("an image bank needs stacked images, or a flat array and its offset table")
+        self.names = list(names)
+        self.stacked, self.flat, self.mapped = stacked, flat, mapped
+        self.target: torch.device | None = None  # a mapped bank's crops go here (the training device), cut on the host
+        self.table = table.long() if table is not None else None  # (N, 4): offset, channels, height, width
+        count = len(stacked) if stacked is not None else len(self.table)
+        if count == 0:
+            raise ValueError("an image bank needs images")
+        self.channels = int(stacked.shape[1] if stacked is not None else self.table[0, 1])
+        self._offsets = None if self.table is None else self.table.numpy()  # read per crop without tensor overhead
+
+    @classmethod
+    def from_images(cls, images: Sequence[torch.Tensor], names: Sequence[str]) -> "ImageBank":
+        """Decoded images (C, H, W) in memory: stacked when they share a size, else packed into one flat array."""
         if not images:
             raise ValueError("an image bank needs images")
-        self.names = list(names)
-        sizes = {tuple(image.shape) for image in images}
-        self.stacked = torch.stack(list(images)) if len(sizes) == 1 else None
-        self.images = list(images) if self.stacked is None else list(self.stacked)
-        self.channels = int(images[0].shape[0])
+        stacked, flat, table = pack(images)
+        return cls(names, stacked=stacked, flat=flat, table=table)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.stacked) if self.stacked is not None else len(self.table)
 
     @property
     def device(self) -> torch.device:
-        return self.images[0].device
+        """Where crops come out (and indices may lie): the arrays' device, or a mapped bank's target."""
+        return self.target or self._home
+
+    @property
+    def _home(self) -> torch.device:
+        return (self.stacked if self.stacked is not None else self.flat).device
 
     def to(self, device: torch.device) -> "ImageBank":
+        """Move the arrays onto ``device``; a mapped cache stays on the host and its crops are copied there,
+        so what the layout does next (flips, SR's bicubic LR) runs on ``device`` as with images in memory."""
+        if self.mapped:
+            self.target = torch.device(device)
+            return self
         if self.stacked is not None:
             self.stacked = self.stacked.to(device)
-            self.images = list(self.stacked)
         else:
-            self.images = [image.to(device) for image in self.images]
+            self.flat = self.flat.to(device)
         return self
+
+    def image(self, index: int) -> torch.Tensor:
+        """Image ``index`` as a (C, H, W) view of the bank's array."""
+        if self.stacked is not None:
+            return self.stacked[index]
+        offset, channels, height, width = (int(value) for value in self._offsets[index])
+        return self.flat[offset:offset + channels * height * width].view(channels, height, width)
+
+    @property
+    def images(self) -> list[torch.Tensor]:
+        """Every image as a view (one tensor object each: for small held-out sets, not the training loop)."""
+        return [self.image(index) for index in range(len(self))]
 
     def size(self, index: int) -> tuple[int, int]:
         """(height, width) of image ``index``."""
-        return int(self.images[index].shape[-2]), int(self.images[index].shape[-1])
+        if self._offsets is None:
+            return int(self.stacked.shape[-2]), int(self.stacked.shape[-1])
+        return int(self._offsets[index, 2]), int(self._offsets[index, 3])
 
     def smallest(self) -> tuple[int, int]:
         """The smallest height and width over all images."""
-        heights, widths = zip(*(self.size(i) for i in range(len(self))))
-        return min(heights), min(widths)
+        if self._offsets is None:
+            return self.size(0)
+        return int(self.table[:, 2].min()), int(self.table[:, 3].min())
 
     def crop_batch(self, indices: torch.Tensor, crop: tuple[int, int] | None,
                    offsets: torch.Tensor | None = None) -> torch.Tensor:
@@ -114,9 +154,12 @@ class ImageBank:
         """
         if crop is None:
             if self.stacked is not None:
-                return self.stacked.index_select(0, indices.to(self.device))
-            return torch.stack([self.images[i] for i in indices.tolist()])
+                return self._out(self.stacked.index_select(0, indices.to(self._home)))
+            return self._out(torch.stack([self.image(i) for i in indices.tolist()]))
         return self.crop_at(indices, crop, self.places(indices, crop, offsets))
+
+    def _out(self, images: torch.Tensor) -> torch.Tensor:
+        return images if self.target is None else images.to(self.target, non_blocking=True)
 
     def places(self, indices: torch.Tensor, crop: tuple[int, int],
                offsets: torch.Tensor | None = None) -> list[tuple[int, int]]:
@@ -136,8 +179,23 @@ class ImageBank:
     def crop_at(self, indices: torch.Tensor, crop: tuple[int, int], places: Sequence[tuple[int, int]]) -> torch.Tensor:
         """uint8 (n, C, h, w): image ``indices[i]`` cut at pixel ``places[i]`` (top, left), e.g. aligned with another."""
         height, width = crop
-        return torch.stack([self.images[index][:, top:top + height, left:left + width]
-                            for index, (top, left) in zip(indices.tolist(), places)])
+        return self._out(torch.stack([self.image(index)[:, top:top + height, left:left + width]
+                                      for index, (top, left) in zip(indices.tolist(), places)]))
+
+
+def pack(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """(stacked, None, None) when the images share a size, else (None, flat, table): one copy either way."""
+    if len({tuple(image.shape) for image in images}) == 1:
+        return torch.stack(list(images)), None, None
+    return None, torch.cat([image.reshape(-1) for image in images]), offset_table([image.shape for image in images])
+
+
+def offset_table(shapes: Sequence[Sequence[int]]) -> torch.Tensor:
+    """(N, 4) int64: where each (C, H, W) image starts in a flat array of them all, and its shape."""
+    table = torch.tensor([list(shape) for shape in shapes], dtype=torch.int64).reshape(-1, 3)
+    sizes = table.prod(dim=1)
+    starts = torch.cumsum(sizes, 0) - sizes
+    return torch.cat([starts[:, None], table], dim=1)
 
 
 class BankSet:

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from gantrain.data.image_bank import IMAGE_SUFFIXES
 from gantrain.data.source import DataSource, DataSpec, TensorImages, normalise_uint8
+from gantrain.data.storage import Storage
 from gantrain.errors import UserError
 from gantrain.options import positive_number
 from gantrain.registry import DATASETS
 
 log = logging.getLogger("gantrain")
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
 class ImageFiles(Dataset):
@@ -39,7 +38,10 @@ class ImageFiles(Dataset):
 
     def decode(self, index: int) -> torch.Tensor:
         """One image as uint8 (C, S, S): resized, center-cropped, not yet scaled (the cache stores this)."""
-        with Image.open(self.files[index]) as image:
+        return self.decode_file(self.files[index])
+
+    def decode_file(self, path: Path) -> torch.Tensor:
+        with Image.open(path) as image:
             return self.transform(image.convert(self.mode)).as_subclass(torch.Tensor)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -49,19 +51,14 @@ class ImageFiles(Dataset):
         return item
 
 
-def cache_in_memory(files: ImageFiles, shape: tuple[int, ...], max_gb: float) -> TensorImages:
-    """Decode every image once into uint8, so batches take the tensor path (no workers, optionally on the GPU)."""
-    needed = len(files) * math.prod(shape)
-    what = f"{len(files)} images of {'x'.join(map(str, shape))} take {needed / 1e9:.3g} GB"
-    if needed > max_gb * 1e9:
-        raise UserError(f"data.cache=true: {what}, over data.cache_max_gb={max_gb:g}; raise it or set data.cache=false")
-    log.info("data.cache=true: %s in memory; decoding them once", what)
-    images = torch.empty((len(files), *shape), dtype=torch.uint8)
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes outside the GIL
-        for index, image in enumerate(pool.map(files.decode, range(len(files)))):
-            images[index] = image
+def decoded_once(files: ImageFiles, shape: tuple[int, ...], storage: Storage) -> TensorImages:
+    """Decode every image once into uint8 (in memory or a mapped cache), so batches take the tensor path."""
+    key = {"layout": "image_folder", "shape": list(shape), "transform": "resize shorter side, centre crop, antialias"}
+    bank = storage.bank(files.files, files.decode_file, key, [path.name for path in files.files],
+                        f"data.cache=true: {len(files)} images of {'x'.join(map(str, shape))}",
+                        nbytes=len(files) * math.prod(shape))
     labels = torch.tensor(files.labels) if files.labels is not None else None
-    return TensorImages(images, labels)
+    return TensorImages(bank.stacked, labels, mapped=bank.mapped)
 
 
 def _readable(files: list[Path]) -> list[Path]:
@@ -82,7 +79,7 @@ def _readable(files: list[Path]) -> list[Path]:
 
 @DATASETS.register("image_folder")
 def image_folder(root: str, image_size: int = 64, channels: int = 3, cache: bool = False,
-                 cache_max_gb: float = 8.0) -> DataSource:
+                 cache_max_gb: float = 8.0, storage: str = "auto", cache_dir: str | None = None) -> DataSource:
     if root is None:
         raise UserError("data=image_folder needs data.root=PATH (a folder of images)")
     root_path = Path(str(root)).expanduser()
@@ -96,6 +93,9 @@ def image_folder(root: str, image_size: int = 64, channels: int = 3, cache: bool
     labelled = bool(classes) and all(len(p.relative_to(root_path).parts) > 1 for p in files)
     labels = [classes.index(p.relative_to(root_path).parts[0]) for p in files] if labelled else None
     spec = DataSpec(shape=(channels, image_size, image_size), num_classes=len(classes) if labelled else None)
-    max_gb = positive_number(cache_max_gb, "data.cache_max_gb")
+    kept = Storage(storage, cache_dir, positive_number(cache_max_gb, "data.cache_max_gb"), data_root=root_path)
+    if not cache and storage != "auto":
+        raise UserError(f"data.storage={storage} keeps decoded images, but data.cache=false decodes them per batch "
+                        "in workers; set data.cache=true")
     decoder = ImageFiles(files, labels, image_size, channels)
-    return DataSource(cache_in_memory(decoder, spec.shape, max_gb) if cache else decoder, spec)
+    return DataSource(decoded_once(decoder, spec.shape, kept) if cache else decoder, spec)

@@ -135,10 +135,33 @@ class TensorSamples(Dataset):
 class TensorImages(TensorSamples):
     """Images decoded once into a uint8 tensor (N, C, H, W): a quarter of the memory of floats."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, mapped: bool = False) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError("images must be a uint8 tensor of shape (N, C, H, W)")
         super().__init__(images, labels)
+        self.mapped = mapped  # a memory-mapped cache (data.storage=disk): it stays on the host, batches are copied
+        self.target: torch.device | None = None  # where a mapped cache's batches go (uint8, before decoding)
+
+    @property
+    def device(self) -> torch.device:
+        return self.target or self.samples.device
+
+    def to(self, device: torch.device) -> "TensorImages":
+        """Move the images onto ``device``; a mapped cache stays on the host and hands its rows over per batch."""
+        if not self.mapped:
+            return super().to(device)
+        self.target = torch.device(device)
+        self.labels = self.labels.to(device) if self.labels is not None else None
+        return self
+
+    def get_batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.target is None:
+            return super().get_batch(indices)
+        rows = self.samples.index_select(0, indices.cpu()).to(self.target, non_blocking=True)
+        batch = {"real": self.decode(rows)}
+        if self.labels is not None:
+            batch["label"] = self.labels.index_select(0, indices.to(self.target))
+        return batch
 
     @property
     def images(self) -> torch.Tensor:

@@ -8,8 +8,9 @@ epoch of batches): a random ``hr_size`` crop, one of the 8 symmetries of the squ
 ``lr_root`` the LR comes from ready files instead (DIV2K's ``0001x4.png`` beside HR ``0001.png``, or the
 same name), cut at the aligned place: LR crop at (y, x), HR crop at (scale*y, scale*x).
 
-Every image is decoded once into uint8 memory (``cache_max_gb`` caps it): a random crop from memory takes
-microseconds, decoding a 2K PNG to cut one takes tens of milliseconds, longer than a training step.
+Every image is decoded once into uint8, in memory (``cache_max_gb`` caps it) or a memory-mapped cache on disk
+(``data.storage``, gantrain/data/storage.py): a random crop from either takes about a millisecond, decoding a
+2K PNG to cut one takes tens of milliseconds, longer than a training step.
 Crop offsets and symmetries come from the batch stream's per-position uniforms, so resume is exact.
 
 Held out (``val_root``, Set5/Set14-style HR images): each image cropped at the top-left to a multiple of
@@ -26,8 +27,9 @@ import torch
 from PIL import Image
 
 from gantrain.data.bicubic import resize_8bit
-from gantrain.data.image_bank import BankSet, ImageBank, as_float, decode_all, image_files, open_image, to_uint8_tensor
+from gantrain.data.image_bank import BankSet, ImageBank, as_float, image_files, open_image, to_uint8_tensor
 from gantrain.data.source import DataSource, DataSpec
+from gantrain.data.storage import Storage
 from gantrain.errors import UserError
 from gantrain.options import positive_int, positive_number
 from gantrain.registry import DATASETS
@@ -123,7 +125,7 @@ class HeldOutImages(BankPair):
 
     def whole(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(lr (1, C, h, w), hr (1, C, scale*h, scale*w)) in [-1, 1]: image ``index`` at full size."""
-        return as_float(self.lr.images[index][None]), as_float(self.hr.images[index][None])
+        return as_float(self.lr.image(index)[None]), as_float(self.hr.image(index)[None])
 
 
 class Undecoded:
@@ -218,42 +220,43 @@ def _check_lr_sizes(hr_sizes: list[tuple[int, int]], lr_sizes: list[tuple[int, i
                             f"the LR image must be {hr_w // scale}x{hr_h // scale} (HR / scale)")
 
 
-def _check_memory(pixels: int, channels: int, max_gb: float, what: str) -> None:
-    needed = pixels * channels
-    if needed > max_gb * 1e9:
-        raise UserError(f"data=sr: {what} take {needed / 1e9:.3g} GB decoded (uint8), over "
-                        f"data.cache_max_gb={max_gb:g}; raise data.cache_max_gb or use fewer images")
-    log.info("data=sr: %s: %.3g GB, decoded once (uint8)", what, needed / 1e9)
+def _decoded(files: list[Path], sizes: list[tuple[int, int]], channels: int, storage: Storage, what: str) -> ImageBank:
+    """Whole images as they are (any size), kept by ``storage``."""
+    return storage.bank(files, lambda path: to_uint8_tensor(open_image(path), channels),
+                        {"layout": "sr images", "channels": channels}, [path.stem for path in files], what,
+                        nbytes=sum(width * height for width, height in sizes) * channels)
 
 
-def _decoded(files: list[Path], channels: int) -> ImageBank:
-    images = decode_all(files, lambda path: to_uint8_tensor(open_image(path), channels))
-    return ImageBank(images, [path.stem for path in files])
-
-
-def _held_out(files: list[Path], scale: int, hr_size: int, channels: int) -> HeldOutImages:
+def _held_out(files: list[Path], scale: int, hr_size: int, channels: int, storage: Storage) -> HeldOutImages:
     """HR images cropped at the top-left to a multiple of ``scale``, with their LR made once."""
-    decoded = _decoded(files, channels)
-    hr = []
-    for path, image in zip(files, decoded.images):
+
+    def pair(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        image = to_uint8_tensor(open_image(path), channels)
         height, width = image.shape[-2] // scale * scale, image.shape[-1] // scale * scale
         if not height or not width:
             raise UserError(f"{path} is {image.shape[-1]}x{image.shape[-2]}, smaller than data.scale={scale}")
-        hr.append(image[:, :height, :width].contiguous())
-    lr = [downscaled(image[None], scale)[0] for image in hr]
-    return HeldOutImages(ImageBank(hr, decoded.names), ImageBank(lr, decoded.names), scale, hr_size)
+        hr = image[:, :height, :width].contiguous()
+        return hr, downscaled(hr[None], scale)[0]
+
+    pixels = sum(width * height for width, height in map(_size, files))
+    hr, lr = storage.banks(files, pair, {"layout": "sr held-out", "scale": scale, "channels": channels},
+                           [path.stem for path in files], f"the {len(files)} val images and their LR",
+                           nbytes=int(pixels * (1 + 1 / scale ** 2)) * channels)
+    return HeldOutImages(hr, lr, scale, hr_size)
 
 
 @DATASETS.register("sr")
 def super_resolution(root: str | None = None, scale: int = 4, hr_size: int = 96, lr_root: str | None = None,
                      val_root: str | None = None, flip: bool = True, repeat: int = 1, channels: int = 3,
-                     cache_max_gb: float = 12.0, held_out_only: bool = False) -> DataSource:
+                     cache_max_gb: float = 12.0, storage: str = "auto", cache_dir: str | None = None,
+                     held_out_only: bool = False) -> DataSource:
     """HR images (any size) for x``scale`` super-resolution; LR made by MATLAB's bicubic or read from ``lr_root``."""
     _check_options(scale, hr_size, flip, repeat, channels)
     max_gb = positive_number(cache_max_gb, "data.cache_max_gb")
     if root is None:
         raise UserError("data=sr needs data.root=PATH (a folder of HR images)")
     hr_root = _folder(root, "data.root")
+    kept = Storage(storage, cache_dir, max_gb, data_root=hr_root)
     hr_files = _images(hr_root)
     lr_files = None if lr_root is None else _lr_partners(hr_files, hr_root, _folder(lr_root, "data.lr_root"), scale)
     val_files = _images(_folder(val_root, "data.val_root")) if val_root is not None else []
@@ -262,23 +265,18 @@ def super_resolution(root: str | None = None, scale: int = 4, hr_size: int = 96,
     if not val_files:
         log.warning("data=sr: no data.val_root, so grids and metrics use training images; set data.val_root=PATH "
                     "(e.g. Set5) for held-out ones")
-    pixels = sum(width * height for width, height in map(_size, val_files)) * (1 + 1 / scale ** 2)
-    what = f"{len(val_files)} val images and their LR" if val_files else ""
     decode_training = not (held_out_only and val_files)  # task=eval needs only the held-out images
-    if decode_training:
+    if decode_training:  # every file's size is checked before any is decoded
         hr_sizes = [_size(path) for path in hr_files]
         _check_fits(hr_sizes, hr_files, hr_size)
-        pixels += sum(width * height for width, height in hr_sizes)
         if lr_files is not None:
             lr_sizes = [_size(path) for path in lr_files]
             _check_lr_sizes(hr_sizes, lr_sizes, hr_files, lr_files, scale)
-            pixels += sum(width * height for width, height in lr_sizes)
-        what = (f"the {len(hr_files)} training images under {hr_root}{' with their LR files' if lr_files else ''}"
-                f"{f' and {what}' if what else ''}")
-    _check_memory(int(pixels), channels, max_gb, what)
-    held_out = {"val": _held_out(val_files, scale, hr_size, channels)} if val_files else {}
+    held_out = {"val": _held_out(val_files, scale, hr_size, channels, kept)} if val_files else {}
     if not decode_training:
         return DataSource(Undecoded(len(hr_files) * repeat), spec, held_out)
-    lr_bank = _decoded(lr_files, channels) if lr_files is not None else None
-    train = SuperResolutionImages(_decoded(hr_files, channels), lr_bank, scale, hr_size, flip, repeat)
+    hr_bank = _decoded(hr_files, hr_sizes, channels, kept, f"the {len(hr_files)} training images under {hr_root}")
+    lr_bank = None if lr_files is None else _decoded(lr_files, lr_sizes, channels, kept,
+                                                     f"the {len(lr_files)} LR images under {lr_root}")
+    train = SuperResolutionImages(hr_bank, lr_bank, scale, hr_size, flip, repeat)
     return DataSource(train, spec, held_out)

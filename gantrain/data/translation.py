@@ -25,9 +25,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from gantrain.data.image_bank import (GREY_MODES, BankSet, ImageBank, as_float, channels_of, decode_all, flip_where,
-                                      image_files, open_image, to_uint8_tensor)
+from gantrain.data.image_bank import (GREY_MODES, BankSet, ImageBank, as_float, channels_of, flip_where, image_files,
+                                      open_image, to_uint8_tensor)
 from gantrain.data.source import DataSource, DataSpec
+from gantrain.data.storage import Storage
 from gantrain.errors import UserError
 from gantrain.options import positive_int, positive_number
 from gantrain.registry import DATASETS, unknown_choice
@@ -90,6 +91,10 @@ class Preprocess:
 
     def describe(self) -> str:
         return f"data.preprocess={self.mode}"
+
+    def stored(self) -> dict[str, object]:
+        """What shapes the images kept by the storage (a cache made with other values is rebuilt); not the flips."""
+        return {"preprocess": self.mode, "load_size": self.load_size, "crop_size": self.crop_size}
 
 
 def _prepare(image: Image.Image, path: Path, how: Preprocess, channels: int) -> torch.Tensor:
@@ -169,8 +174,8 @@ class PairedImages(BankSet):
         return DomainImages(getattr(self, key), self.how)
 
 
-def _split_side_by_side(paths: list[Path], how: Preprocess, channels: tuple[int | None, int | None]
-                        ) -> tuple[ImageBank, ImageBank]:
+def _split_side_by_side(paths: list[Path], how: Preprocess, channels: tuple[int | None, int | None],
+                        storage: Storage) -> tuple[ImageBank, ImageBank]:
     from_file = _mode_channels(paths, None)
     count_a, count_b = (c if c is not None else from_file for c in channels)
 
@@ -184,13 +189,13 @@ def _split_side_by_side(paths: list[Path], how: Preprocess, channels: tuple[int 
         _check_square(left, path, how, "each half")
         return _prepare(left, path, how, count_a), _prepare(right, path, how, count_b)
 
-    pairs = decode_all(paths, halves)
-    names = [p.name for p in paths]
-    return ImageBank([a for a, _ in pairs], names), ImageBank([b for _, b in pairs], names)
+    key = {"layout": "paired A|B halves", **how.stored(), "channels": [count_a, count_b]}
+    a, b = storage.banks(paths, halves, key, [p.name for p in paths], f"the {len(paths)} pairs under {paths[0].parent}")
+    return a, b
 
 
-def _matched_folders(folder: Path, how: Preprocess, channels: tuple[int | None, int | None]
-                     ) -> tuple[ImageBank, ImageBank]:
+def _matched_folders(folder: Path, how: Preprocess, channels: tuple[int | None, int | None],
+                     storage: Storage) -> tuple[ImageBank, ImageBank]:
     """``A/`` and ``B/`` whose files match by name (the suffix may differ)."""
     a_files = _nonempty(image_files(folder / "A"), folder / "A")
     b_files = _nonempty(image_files(folder / "B"), folder / "B")
@@ -202,7 +207,7 @@ def _matched_folders(folder: Path, how: Preprocess, channels: tuple[int | None, 
         raise UserError(f"{folder}: A/ and B/ must hold files with matching names; {len(only_a) + len(only_b)} have no "
                         f"partner, e.g. {', '.join(shown)}")
     names = sorted(a_names)
-    banks = [_bank([side_files[n] for n in names], how, side_channels, names)
+    banks = [_bank([side_files[n] for n in names], how, side_channels, storage, names)
              for side_files, side_channels in ((a_names, channels[0]), (b_names, channels[1]))]
     for index, name in enumerate(names):
         if banks[0].size(index) != banks[1].size(index):
@@ -211,8 +216,9 @@ def _matched_folders(folder: Path, how: Preprocess, channels: tuple[int | None, 
     return banks[0], banks[1]
 
 
-def _bank(files: list[Path], how: Preprocess, channels: int | None, names: list[str] | None = None) -> ImageBank:
-    """One side's files decoded, checked and resized (channels from the files unless given)."""
+def _bank(files: list[Path], how: Preprocess, channels: int | None, storage: Storage,
+          names: list[str] | None = None) -> ImageBank:
+    """One side's files decoded, checked and resized (channels from the files unless given), kept by ``storage``."""
     count = _mode_channels(files, channels)
 
     def load(path: Path) -> torch.Tensor:
@@ -220,16 +226,18 @@ def _bank(files: list[Path], how: Preprocess, channels: int | None, names: list[
         _check_square(image, path, how, "the image")
         return _prepare(image, path, how, count)
 
-    return ImageBank(decode_all(files, load), names or [p.name for p in files])
+    key = {"layout": "images", **how.stored(), "channels": count}
+    return storage.bank(files, load, key, names or [p.name for p in files],
+                        f"the {len(files)} images under {files[0].parent}")
 
 
 def _paired_split(folder: Path, how: Preprocess, channels: tuple[int | None, int | None],
-                  direction: str) -> PairedImages:
+                  direction: str, storage: Storage) -> PairedImages:
     """One split; ``channels`` (A, B): None takes them from the files."""
     if (folder / "A").is_dir() and (folder / "B").is_dir():
-        a, b = _matched_folders(folder, how, channels)
+        a, b = _matched_folders(folder, how, channels, storage)
     else:
-        a, b = _split_side_by_side(_nonempty(image_files(folder), folder), how, channels)
+        a, b = _split_side_by_side(_nonempty(image_files(folder), folder), how, channels, storage)
     _one_size(a, how, folder)
     return PairedImages(a, b, how, direction)
 
@@ -259,18 +267,20 @@ def _warn_no_held_out(root: Path, expected: str) -> None:
 
 @DATASETS.register("paired")
 def paired(root: str | None = None, direction: str = "AtoB", preprocess: str = "resize_and_crop",
-           load_size: int = 286, crop_size: int = 256, flip: bool = True, channels: int | None = None) -> DataSource:
+           load_size: int = 286, crop_size: int = 256, flip: bool = True, channels: int | None = None,
+           storage: str = "auto", cache_dir: str | None = None) -> DataSource:
     """pix2pix data: train/ (val/, test/) of A|B files side by side, or of A/ and B/ folders."""
     folder = _root(root, "paired")
+    kept = Storage(storage, cache_dir, data_root=folder)
     how = Preprocess.from_options(preprocess, load_size, crop_size, flip)
     direction, channels = _direction(direction), _channels_option(channels)
     if not (folder / "train").is_dir():
         found = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
         raise UserError(f"data=paired needs {folder / 'train'} (A|B images side by side, or A/ and B/ folders), "
                         f"next to val/ and/or test/; found: {found}")
-    train = _paired_split(folder / "train", how, (channels, channels), direction)
+    train = _paired_split(folder / "train", how, (channels, channels), direction, kept)
     a_bank, b_bank = (train.source, train.target) if direction == "AtoB" else (train.target, train.source)
-    held_out = {split: _paired_split(folder / split, how, (a_bank.channels, b_bank.channels), direction)
+    held_out = {split: _paired_split(folder / split, how, (a_bank.channels, b_bank.channels), direction, kept)
                 for split in HELD_OUT if (folder / split).is_dir()}  # decoded with the training split's channels
     if not held_out:
         _warn_no_held_out(folder, "val/ or test/")
@@ -324,29 +334,31 @@ class UnpairedImages(BankSet):
         return DomainImages(getattr(self, key), self.how)
 
 
-def _domain_bank(folder: Path, how: Preprocess, channels: int | None) -> ImageBank:
-    bank = _bank(_nonempty(image_files(folder), folder), how, channels)
+def _domain_bank(folder: Path, how: Preprocess, channels: int | None, storage: Storage) -> ImageBank:
+    bank = _bank(_nonempty(image_files(folder), folder), how, channels, storage)
     _one_size(bank, how, folder)
     return bank
 
 
 @DATASETS.register("unpaired")
 def unpaired(root: str | None = None, preprocess: str = "resize_and_crop", load_size: int = 286,
-             crop_size: int = 256, flip: bool = True, channels: int | None = None) -> DataSource:
+             crop_size: int = 256, flip: bool = True, channels: int | None = None, storage: str = "auto",
+             cache_dir: str | None = None) -> DataSource:
     """CycleGAN data: trainA/ and trainB/ (testA/ and testB/, valA/ and valB/)."""
     folder = _root(root, "unpaired")
+    kept = Storage(storage, cache_dir, data_root=folder)
     how = Preprocess.from_options(preprocess, load_size, crop_size, flip)
     channels = _channels_option(channels)
     missing = [name for name in ("trainA", "trainB") if not (folder / name).is_dir()]
     if missing:
         raise UserError(f"data=unpaired needs {folder}/trainA and {folder}/trainB (and testA/, testB/); "
                         f"missing: {', '.join(missing)}")
-    a, b = _domain_bank(folder / "trainA", how, channels), _domain_bank(folder / "trainB", how, channels)
+    a, b = _domain_bank(folder / "trainA", how, channels, kept), _domain_bank(folder / "trainB", how, channels, kept)
     held_out = {}
     for split in HELD_OUT:
         if (folder / f"{split}A").is_dir() and (folder / f"{split}B").is_dir():
-            held_out[split] = UnpairedImages(_domain_bank(folder / f"{split}A", how, a.channels),
-                                             _domain_bank(folder / f"{split}B", how, b.channels), how)
+            held_out[split] = UnpairedImages(_domain_bank(folder / f"{split}A", how, a.channels, kept),
+                                             _domain_bank(folder / f"{split}B", how, b.channels, kept), how)
     if not held_out:
         _warn_no_held_out(folder, "testA/ and testB/")
     train = UnpairedImages(a, b, how)

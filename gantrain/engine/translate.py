@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from gantrain.data.image_bank import image_files, open_image, to_uint8_tensor
-from gantrain.data.image_folder import IMAGE_SUFFIXES
+from gantrain.data.image_bank import IMAGE_SUFFIXES
 from gantrain.engine.checkpoint import write_atomic
 from gantrain.engine.restore import load_trained
 from gantrain.errors import UserError, warn
