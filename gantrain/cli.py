@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from gantrain.config_shapes import listed_choice, merge_error, misplaced_value
+from gantrain.config_shapes import MOVED_KEYS, listed_choice, merge_error, misplaced_value, moved_key
 from gantrain.errors import UserError
 from gantrain.registry import import_plugins, load_builtin_parts, unknown_choice
 
@@ -166,6 +166,9 @@ def check_group_choices(args: list[str]) -> None:
         if not match or "(" in match["value"]:
             continue
         key, value = match["key"], match["value"]
+        moved = moved_key(key, value)
+        if moved:
+            raise UserError(moved)
         if key not in GROUPS:  # + adds a key and ~ deletes one: neither replaces options with a value
             misplaced = misplaced_value(key, value, config_dir()) if match["prefix"] in (None, "++") else None
             if misplaced:
@@ -189,10 +192,20 @@ def resume_arguments(args: list[str]) -> list[str]:
 
     path, saved = resolve_checkpoint(target)
     given = {parsed[0] for parsed in map(_split, args) if parsed}
-    earlier = [o for o in saved.get("overrides", []) if override_key(o) not in given]
+    earlier = [moved_override(o) for o in saved.get("overrides", [])]
+    earlier = [o for o in earlier if override_key(o) not in given]
     run_dir = run_dir_of(path)
     placement = [f"hydra.run.dir={run_dir}"] if run_dir and "hydra.run.dir" not in given else []
     return earlier + args + placement
+
+
+def moved_override(arg: str) -> str:
+    """An override of a run saved before its key moved, with the key's new name (``trainer.n_critic=5`` ->
+    ``model.n_critic=5``), so the run resumes as it was started."""
+    match = OVERRIDE.match(arg)
+    if not match or match["key"] not in MOVED_KEYS:
+        return arg
+    return f"{match['prefix'] or ''}{MOVED_KEYS[match['key']][0]}={match['value']}"
 
 
 NO_RUN_FOLDER = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled",

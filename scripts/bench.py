@@ -558,7 +558,7 @@ def measure(workload: Workload, data_root: Path, runs_root: Path, args: argparse
     finish_s = interleave_in_fit(trainer, warmup, steps, args.rounds, recorder, between)
     reference_batches.close()
 
-    n_critic = int(trainer.cfg.trainer.n_critic)
+    n_critic = int(trainer.recipe.batches_per_step)
     results = {key: recorder.summary(key, batch_size * n_critic * steps) for key in VARIANTS}
     results["trainer"].update(startup_s=startup_s, finish_s=finish_s)
     results["reference"]["num_workers"] = args.reference_workers

@@ -129,7 +129,8 @@ RELIABILITY_BAD_INPUTS = [
     ("empty_file", ["resume={path}"], "the file is empty"),
     ("truncated", ["resume={path}"], "it is truncated or corrupt"),
     ("truncated", ["task=sample", "checkpoint={path}"], "it is truncated or corrupt"),
-    (None, ["trainer.n_critic=0"], "trainer.n_critic must be a positive integer, got 0"),
+    (None, ["model.n_critic=0"], "model.n_critic must be a positive integer, got 0"),
+    (None, ["trainer.n_critic=5"], "trainer.n_critic has moved: set model.n_critic=5 instead"),
     (None, ["trainer.max_steps=-5"], "trainer.max_steps must be positive, got -5"),
     (None, ["trainer.on_nonfinite=ignore"], "unknown trainer.on_nonfinite 'ignore'; choose from: stop, skip"),
 ]

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, default_collate
 
 from gantrain import __version__
+from gantrain.config_shapes import with_moved_keys
 from gantrain.data.build import build_data
 from gantrain.data.source import DataSpec
 from gantrain.data.stream import BatchStream
@@ -38,13 +39,14 @@ from gantrain.engine.evaluation import BEST, METRICS_LOG, Evaluator, build_evalu
 from gantrain.engine.rng import rng_state, seed_everything, set_rng_state
 from gantrain.engine.run_log import RunLog, SilentLog, Throughput, to_floats
 from gantrain.errors import UserError
+from gantrain.optim.run_length import steps_per_epoch, total_steps
 from gantrain.options import positive_int
 from gantrain.recipes.base import NONFINITE_POLICIES, Batch, NextBatch, NonFiniteUpdate, Recipe
 from gantrain.registry import RECIPES, unknown_choice
 
 log = logging.getLogger("gantrain")
 
-POSITIVE_INTEGERS = ("batch_size", "n_critic", "log_every", "sample_every", "checkpoint_every", "n_samples")
+POSITIVE_INTEGERS = ("batch_size", "log_every", "sample_every", "checkpoint_every", "n_samples")
 
 
 class TrainingDiverged(Exception):
@@ -112,11 +114,8 @@ class Budget:
             return self
         return replace(self, max_steps=step if self.max_steps is None else min(self.max_steps, step))
 
-    def total_steps(self, steps_per_epoch: float) -> int | None:
-        candidates = [self.max_steps] if self.max_steps is not None else []
-        if self.max_epochs is not None:
-            candidates.append(math.ceil(self.max_epochs * steps_per_epoch))
-        return min(candidates) if candidates else None
+    def total_steps(self, per_epoch: float | None) -> int | None:
+        return total_steps(self.max_steps, self.max_epochs, per_epoch)
 
 
 class StopSignals:
@@ -156,9 +155,10 @@ def reference_batch(dataset: Dataset, n: int, seed: int) -> Batch:
 def check_resumable(saved: dict[str, Any], cfg: DictConfig, data_spec: DataSpec) -> None:
     """Refuse a resume whose architecture or data shape differs from the checkpoint's."""
     now = OmegaConf.to_container(cfg, resolve=True)
+    then = with_moved_keys(saved["config"], now)  # a run saved before a key moved (trainer.n_critic)
     for key in ("model", "optim.name"):
         head, _, tail = key.partition(".")
-        old, new = saved["config"].get(head), now.get(head)
+        old, new = then.get(head), now.get(head)
         if tail:
             old, new = (old or {}).get(tail), (new or {}).get(tail)
         if old != new:
@@ -307,10 +307,10 @@ class Trainer:
 
     def _train(self, signals: StopSignals) -> dict[str, float]:
         trainer = self.cfg.trainer
-        steps_per_epoch = self.stream.batches_per_epoch / trainer.n_critic
+        per_epoch = steps_per_epoch(self.stream.batches_per_epoch, self.recipe.batches_per_step)
         steps_left = self.recipe.steps_left()  # a recipe's own end (a growth schedule), from where it stands now
         self.budget = self.budget.ending_by(None if steps_left is None else self.step + steps_left)
-        total = self.budget.total_steps(steps_per_epoch)
+        total = self.budget.total_steps(per_epoch)
         values: dict[str, float] = {}
         started = time.monotonic()
         elapsed = lambda: self.elapsed_before + time.monotonic() - started  # noqa: E731

@@ -38,7 +38,8 @@ from gantrain.errors import UserError
 from gantrain.metrics.base import Comparison
 from gantrain.recipes.ema import WeightAverage
 from gantrain.losses.base import AdversarialLoss
-from gantrain.optim.optimizers import build_schedule, run_length
+from gantrain.optim.optimizers import build_schedule
+from gantrain.optim.run_length import run_length
 from gantrain.regularizers.base import Regularizer
 from gantrain.registry import LOSSES, NETWORKS, REGULARIZERS
 
@@ -163,6 +164,12 @@ class Recipe:
         """
         return None
 
+    @property
+    def batches_per_step(self) -> int:
+        """Batches one ``train_step`` draws with ``next_batch()`` (a critic trained n_critic times per generator
+        step draws n_critic): the loop and the learning-rate schedules count an epoch's steps with it."""
+        return 1
+
     def sampling_note(self) -> str:
         """What ``task=sample`` should say about the samples besides their count (e.g. the resolution a growing
         network had reached when its training stopped); empty for nothing."""
@@ -285,10 +292,6 @@ class Recipe:
         """Networks with a NaN/Inf weight: checked before a checkpoint is written, so none is saved broken."""
         return [name for name, net in self.networks.items() if not all_finite(list(net.parameters()))]
 
-    def set_mode(self, training: bool) -> None:
-        for net in self.networks.values():
-            net.train(training)
-
 
 def all_finite(tensors: list[torch.Tensor]) -> bool:
     """Whether every element of every tensor is finite, with one device sync.
@@ -320,10 +323,11 @@ def build_regularizers(cfg: DictConfig) -> list[Regularizer]:
             for name, options in (cfg.get("regularizers") or {}).items() if options is not None]
 
 
-def build_schedulers(cfg: DictConfig, optimizers: Mapping[str, torch.optim.Optimizer],
-                     data_spec: DataSpec) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
-    """``optim.schedule`` for each optimizer, knowing the run's length and the data's epoch length."""
-    return {name: build_schedule(cfg.optim, optimizer, **run_length(cfg, data_spec))
+def build_schedulers(cfg: DictConfig, optimizers: Mapping[str, torch.optim.Optimizer], data_spec: DataSpec,
+                     batches_per_step: int = 1) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
+    """``optim.schedule`` for each optimizer, knowing the run's length and the data's epoch length
+    (``batches_per_step``: the recipe's, as ``Recipe.batches_per_step``)."""
+    return {name: build_schedule(cfg.optim, optimizer, **run_length(cfg, data_spec, batches_per_step))
             for name, optimizer in optimizers.items()}
 
 

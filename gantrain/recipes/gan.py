@@ -19,8 +19,8 @@ from gantrain.errors import UserError
 from gantrain.losses.base import AdversarialLoss
 from gantrain.optim.optimizers import build_optimizer
 from gantrain.options import positive_int
-from gantrain.recipes.base import (Batch, NextBatch, Preview, Recipe, build_loss, build_network, build_regularizers,
-                                   build_schedulers, preview_rows, requires_grad)
+from gantrain.recipes.base import (Batch, NextBatch, Preview, Recipe, build_loss, build_network,
+                                   build_regularizers, build_schedulers, preview_rows, requires_grad)
 from gantrain.recipes.ema import checked_decay
 from gantrain.regularizers.base import Regularizer
 from gantrain.registry import RECIPES
@@ -37,7 +37,7 @@ class GANRecipe(Recipe):
                  schedulers: Mapping[str, torch.optim.lr_scheduler.LRScheduler],
                  latent_dim: int, n_critic: int = 1, regularizers: Sequence[Regularizer] = ()) -> None:
         super().__init__({"generator": generator, "discriminator": discriminator}, optimizers, schedulers)
-        positive_int(n_critic, "trainer.n_critic")
+        positive_int(n_critic, "model.n_critic")
         self.generator = generator
         self.discriminator = discriminator
         self.loss = loss
@@ -56,8 +56,10 @@ class GANRecipe(Recipe):
             "generator": build_optimizer(cfg.optim, "generator", generator.parameters()),
             "discriminator": build_optimizer(cfg.optim, "discriminator", discriminator.parameters()),
         }
-        recipe = cls(generator, discriminator, build_loss(cfg), optimizers, build_schedulers(cfg, optimizers, data_spec),
-                     model.latent_dim, cfg.trainer.n_critic, build_regularizers(cfg))
+        n_critic = positive_int(model.get("n_critic", 1), "model.n_critic")
+        schedulers = build_schedulers(cfg, optimizers, data_spec, batches_per_step=n_critic)
+        recipe = cls(generator, discriminator, build_loss(cfg), optimizers, schedulers,
+                     model.latent_dim, n_critic, build_regularizers(cfg))
         recipe.average_weights("generator", checked_decay((cfg.get("ema") or {}).get("decay")))  # ema.decay
         return recipe
 
@@ -123,6 +125,10 @@ class GANRecipe(Recipe):
         self.apply_update("generator", total, scalars)
         requires_grad(self.discriminator, True)
         return scalars
+
+    @property
+    def batches_per_step(self) -> int:
+        return self.n_critic  # each critic step draws its own batch
 
     def train_step(self, next_batch: NextBatch) -> dict[str, torch.Tensor]:
         for _ in range(self.n_critic):

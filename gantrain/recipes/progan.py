@@ -14,7 +14,7 @@ downsampled-then-upsampled version by alpha (the official ``process_reals``). Th
 (WGAN loss, gradient penalty, the loss's drift term) and the generator step are GANRecipe's; the
 optimizers' learning rates come from the per-resolution tables, and their state is reset whenever a
 fade starts or ends (``reset_optimizer``, the official ``reset_opt_for_new_lod``). One critic step per
-generator step (``trainer.n_critic``, official ``D_repeats`` = 1); the schedule is read before every
+generator step (``model.n_critic``, official ``D_repeats`` = 1); the schedule is read before every
 step (the official reads it every 4 steps, ``minibatch_repeats``, which the image count makes needless).
 """
 

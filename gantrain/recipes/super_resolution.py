@@ -32,7 +32,8 @@ from gantrain.errors import UserError
 from gantrain.losses.base import AdversarialLoss
 from gantrain.losses.perceptual import CRITERIA, PerceptualLoss, build_perceptual
 from gantrain.metrics.base import Comparison, Outputs
-from gantrain.optim.optimizers import build_optimizer, build_schedule, run_length
+from gantrain.optim.optimizers import build_optimizer, build_schedule
+from gantrain.optim.run_length import run_length
 from gantrain.options import as_float
 from gantrain.recipes.base import NextBatch, Preview, build_loss, build_network, build_regularizers, requires_grad
 from gantrain.recipes.ema import checked_decay
