@@ -605,7 +605,7 @@ TILE = 256
 def tile_memory(device: torch.device) -> list[dict[str, Any]]:
     """Peak memory of upscaling growing inputs x4 in 256-pixel tiles (the translate task's path), next to
     the size of the output itself: what tiling keeps bounded is everything but the output."""
-    from gantrain.engine.translate import translate_images
+    from gantrain.engine.tiling import translate_images
     from gantrain.nets.srresnet import SRResNetGenerator
     from gantrain.recipes.translation import TranslationInfo
 

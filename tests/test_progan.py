@@ -18,7 +18,7 @@ from gantrain.cli import config_dir
 from gantrain.data.build import build_data
 from gantrain.data.source import DataSpec
 from gantrain.engine.restore import load_trained
-from gantrain.engine.sampling import sample
+from gantrain.tasks.sample import run as sample
 from gantrain.engine.trainer import Trainer
 from gantrain.errors import UserError
 from gantrain.losses.wasserstein import WassersteinLoss

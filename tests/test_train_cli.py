@@ -131,7 +131,7 @@ def sample_in_process(*overrides: str) -> Path:
     from hydra import compose, initialize_config_dir
 
     from gantrain.cli import config_dir
-    from gantrain.engine.sampling import sample
+    from gantrain.tasks.sample import run as sample
     from gantrain.registry import load_builtin_parts
 
     load_builtin_parts()

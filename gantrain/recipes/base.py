@@ -71,6 +71,16 @@ class Preview:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a trained recipe can do at test time: the tasks ask this, never the recipe's type or attributes."""
+
+    generates: bool = False  # draws samples from noise: ``sample(n, generator, label=...)`` (task=sample)
+    classes: int | None = None  # ``sample`` takes a class (``label``; class= on the command line) of this many
+    directions: tuple[str, ...] = ()  # ``translate(images, direction)`` in these directions (task=translate)
+    scale: int = 1  # translated images come out this many times larger (super-resolution)
+
+
 class Recipe:
     """Base class: keeps the parts, steps schedulers, saves and restores state."""
 
@@ -127,6 +137,11 @@ class Recipe:
     def sample(self, n: int, generator: torch.Generator, **conditions: Any) -> torch.Tensor:
         """n outputs on the CPU; ``conditions`` come from the command line (e.g. ``label`` from ``class=3``)."""
         raise NotImplementedError  # abstract
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this recipe can do once trained (generate, take a class, translate, upscale); nothing by default."""
+        return Capabilities()
 
     #: metrics task=eval reports when none are named (metrics.names); noise-to-image models have no default
     default_metrics: tuple[str, ...] = ()

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from gantrain.data.source import DataSpec
 from gantrain.errors import UserError
-from gantrain.recipes.base import Batch, Preview
+from gantrain.recipes.base import Batch, Capabilities, Preview
 from gantrain.recipes.gan import GANRecipe
 from gantrain.registry import RECIPES
 
@@ -87,6 +87,10 @@ class CGANRecipe(GANRecipe):
         columns = int((labels == labels[0]).sum())  # each class row holds one sample per noise column
         return Preview(self._generate(inputs["noise"], {"label": labels}), nrow=columns,
                        reference=inputs.get("reference"))
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(generates=True, classes=self.num_classes)
 
     def sample(self, n: int, generator: torch.Generator, label: object = None, **conditions: object) -> torch.Tensor:
         """n samples of class ``label``, or, without one, classes cycling 0, 1, ..., K-1, 0, ... (a class grid)."""

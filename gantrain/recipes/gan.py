@@ -15,11 +15,10 @@ from torch import nn
 
 from gantrain.data.source import DataSpec
 from gantrain.engine.distributed import sharded_draw
-from gantrain.errors import UserError
 from gantrain.losses.base import AdversarialLoss
 from gantrain.optim.optimizers import build_optimizer
 from gantrain.options import positive_int
-from gantrain.recipes.base import (Batch, NextBatch, Preview, Recipe, build_loss, build_network,
+from gantrain.recipes.base import (Batch, Capabilities, NextBatch, Preview, Recipe, build_loss, build_network,
                                    build_regularizers, build_schedulers, preview_rows, requires_grad)
 from gantrain.recipes.ema import checked_decay
 from gantrain.regularizers.base import Regularizer
@@ -164,9 +163,11 @@ class GANRecipe(Recipe):
         samples = self._generate(inputs["noise"])
         return Preview(samples, nrow=preview_rows(len(samples)), reference=inputs.get("reference"))
 
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(generates=True)
+
     def sample(self, n: int, generator: torch.Generator, **conditions: object) -> torch.Tensor:
-        if conditions.get("label") is not None:
-            raise UserError("this model is unconditional: class= applies only to conditional models")
         return self._generate(torch.randn(n, self.latent_dim, generator=generator))
 
 

@@ -3,8 +3,8 @@ comparisons for the metrics, and the adversarial terms of its discriminators.
 
 A translation recipe names its directions (pix2pix: the one it was trained for; CycleGAN: AtoB and
 BtoA), each a generator network from one batch key to another. ``translate(images, direction)`` is
-all the translate task (gantrain/engine/translate.py) needs; reading files, padding, tiling and
-writing PNGs live there, once, for every such family.
+all the translate task (gantrain/tasks/translate.py) needs; reading files, padding, tiling
+(gantrain/engine/tiling.py) and writing PNGs live there, once, for every such family.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from gantrain.data.source import DataSource, DataSpec
 from gantrain.errors import UserError
 from gantrain.losses.base import AdversarialLoss
 from gantrain.metrics.base import Comparison, Outputs
-from gantrain.recipes.base import Preview, Recipe
+from gantrain.recipes.base import Capabilities, Preview, Recipe
 from gantrain.recipes.gan import combination_problems
 from gantrain.regularizers.base import Regularizer
 from gantrain.registry import unknown_choice
@@ -141,9 +141,9 @@ class TranslationRecipe(Recipe):
         device = next(getattr(self, self.direction(direction).network).parameters()).device
         return torch.cat([self.translate(chunk.to(device), direction).float().cpu() for chunk in images.split(CHUNK)])
 
-    def sample(self, n: int, generator: torch.Generator, **conditions: object) -> torch.Tensor:
-        raise UserError(f"{type(self).__name__.removesuffix('Recipe')} translates images rather than drawing "
-                        "samples: use task=translate checkpoint=RUN input=FILE_OR_FOLDER out=FOLDER")
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(directions=tuple(self.directions), scale=int(self.spec.scale))
 
     def preview_inputs(self, reference: Mapping[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
         return {key: value.cpu() for key, value in reference.items()}

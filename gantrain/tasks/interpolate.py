@@ -19,6 +19,7 @@ from gantrain.engine.checkpoint import FORMAT_VERSION, resolve_checkpoint, seria
 from gantrain.errors import UserError
 from gantrain.options import as_float
 
+WRITES_RUN_FOLDER = False  # writes only what out= names
 GENERATOR = "generator"
 
 
@@ -56,7 +57,7 @@ def blend(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float) 
             else b[key].clone() for key in b}
 
 
-def interpolate(cfg: DictConfig) -> Path:
+def run(cfg: DictConfig) -> Path:
     """``gantrain task=interpolate a=RUN_A b=RUN_B alpha=0.8 out=interp.pt``."""
     if not cfg.get("a") or not cfg.get("b"):
         raise UserError("task=interpolate needs a=RUN_OR_CHECKPOINT and b=RUN_OR_CHECKPOINT (alpha=0: a, 1: b)")
