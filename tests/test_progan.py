@@ -24,7 +24,8 @@ from gantrain.errors import UserError
 from gantrain.losses.wasserstein import WassersteinLoss
 from gantrain.nets.progan import (EqualizedConv2d, EqualizedLinear, ProGANDiscriminator, ProGANGenerator, downsample,
                                   minibatch_stddev, upsample)
-from gantrain.recipes.progan import GrowthSchedule, ProGANRecipe, Stage
+from gantrain.recipes.progan import ProGANRecipe
+from gantrain.recipes.progan_schedule import GrowthSchedule, Stage
 from gantrain.registry import load_builtin_parts
 from gantrain.regularizers.gradient_penalty import GradientPenalty
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset
 
-from gantrain.data.source import DataSource
+from gantrain.data.source import DataSource, batch_of
 from gantrain.data.stream import BatchStream
 from gantrain.errors import UserError
 from gantrain.metrics.base import (REFERENCE_KINDS, Comparison, GeneratedBatch, Metric, Outputs, Reference,
@@ -40,10 +40,7 @@ def real_batches(dataset: Dataset, n: int, batch_size: int, seed: int) -> Iterat
     """n real samples in a fixed random order (its own generator), batch by batch."""
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
     for indices in order.split(batch_size):
-        if hasattr(dataset, "get_batch"):
-            yield dataset.get_batch(indices)["real"]
-        else:
-            yield default_collate([dataset[int(i)] for i in indices])["real"]
+        yield batch_of(dataset, indices)["real"]
 
 
 def _forked_rng(device: torch.device) -> Any:

@@ -24,12 +24,12 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset
 
 from gantrain import __version__
 from gantrain.config_shapes import with_moved_keys
 from gantrain.data.build import build_data
-from gantrain.data.source import DataSpec
+from gantrain.data.source import DataSpec, batch_of
 from gantrain.data.stream import BatchStream
 from gantrain.engine.acceleration import Precision, channels_last_batch, compile_networks, set_cuda_flags, to_channels_last
 from gantrain.engine.checkpoint import LAST, CheckpointNotWritten, CheckpointWriter, resolve_checkpoint
@@ -146,16 +146,13 @@ class StopSignals:
 def reference_batch(dataset: Dataset, n: int, seed: int) -> Batch:
     """n fixed real samples (for previews), drawn with their own generator so training randomness is untouched."""
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    indices = order.repeat(math.ceil(n / len(dataset)))[:n]
-    if hasattr(dataset, "get_batch"):
-        return dataset.get_batch(indices)
-    return default_collate([dataset[int(i)] for i in indices])
+    return batch_of(dataset, order.repeat(math.ceil(n / len(dataset)))[:n])
 
 
 def check_resumable(saved: dict[str, Any], cfg: DictConfig, data_spec: DataSpec) -> None:
     """Refuse a resume whose architecture or data shape differs from the checkpoint's."""
     now = OmegaConf.to_container(cfg, resolve=True)
-    then = with_moved_keys(saved["config"], now)  # a run saved before a key moved (trainer.n_critic)
+    then = with_moved_keys(saved["config"], now)  # a run saved before one of its keys moved (MOVED_KEYS)
     for key in ("model", "optim.name"):
         head, _, tail = key.partition(".")
         old, new = then.get(head), now.get(head)

@@ -36,7 +36,7 @@ from gantrain.engine.acceleration import Precision
 from gantrain.engine.distributed import current_world
 from gantrain.errors import UserError
 from gantrain.metrics.base import Comparison
-from gantrain.recipes.ema import WeightAverage
+from gantrain.recipes.ema import WeightAverage, average_name
 from gantrain.losses.base import AdversarialLoss
 from gantrain.optim.optimizers import build_schedule
 from gantrain.optim.run_length import run_length
@@ -84,8 +84,13 @@ class Capabilities:
 class Recipe:
     """Base class: keeps the parts, steps schedulers, saves and restores state."""
 
-    def __init__(self, networks: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
-                 schedulers: Mapping[str, torch.optim.lr_scheduler.LRScheduler]) -> None:
+    def __init__(self, *, networks: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
+                 schedulers: Mapping[str, torch.optim.lr_scheduler.LRScheduler],
+                 averages: Mapping[str, float | None] | None = None) -> None:
+        """Keyword-only, so a subclass adds its own options (``def __init__(self, *, mine, **options)``).
+
+        ``averages``: network name -> EMA decay of its weights (None: no average), see ``average_weights``.
+        """
         self.networks = dict(networks)
         self.optimizers = dict(optimizers)
         self.schedulers = dict(schedulers)
@@ -94,13 +99,15 @@ class Recipe:
         self.last_nonfinite: NonFiniteUpdate | None = None  # the most recent skipped update, for the loop to report
         self.averages: dict[str, WeightAverage] = {}  # network name -> its EMA (stored as network NAME_ema)
         self.precision = Precision()  # set by the loop from trainer.precision
+        for network, decay in (averages or {}).items():
+            self.average_weights(network, decay)
 
     def average_weights(self, network: str, decay: float | None) -> None:
         """Keep an EMA of ``network``'s weights (None: don't); grids, samples and metrics then use it."""
         if decay is None:
             return
         self.averages[network] = WeightAverage(self.networks[network], decay)
-        self.networks[f"{network}_ema"] = self.averages[network].average
+        self.networks[average_name(network)] = self.averages[network].average
 
     @contextmanager
     def averaged_weights(self) -> Iterator[None]:
@@ -123,6 +130,15 @@ class Recipe:
 
     @classmethod
     def from_config(cls, cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> "Recipe":
+        """The recipe the composed config describes, built in one step from ``arguments``."""
+        return cls(**cls.arguments(cfg, data_spec, device))
+
+    @classmethod
+    def arguments(cls, cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> dict[str, Any]:
+        """The constructor's keyword arguments, read and built from the config (networks, optimizers, options).
+
+        A subclass adds its own: ``{**super().arguments(cfg, data_spec, device), "mine": cfg.model.mine}``.
+        """
         raise NotImplementedError  # abstract: each recipe reads the config nodes it needs
 
     def train_step(self, next_batch: NextBatch) -> dict[str, torch.Tensor]:
@@ -226,7 +242,7 @@ class Recipe:
         Extra state loads first, so a recipe can reshape its networks (a growth stage) before weights load.
         """
         self.load_extra_state(state.get("extra", {}))
-        averaged = {f"{name}_ema": name for name in self.averages}
+        averaged = {average_name(name): name for name in self.averages}
         for name, net in self.networks.items():
             if name in averaged and name not in state["networks"]:  # the average was turned on after this checkpoint
                 self.averages[averaged[name]].reset()  # (after the live weights loaded: averages come last)
@@ -240,7 +256,7 @@ class Recipe:
                 detail = first[1].strip() if len(first) > 1 else first[0]
                 raise UserError(f"the checkpoint's {name} does not match this architecture: {detail}") from error
         for name, updates in state.get("averages", {}).items():
-            if name in self.averages and f"{name}_ema" in state["networks"]:
+            if name in self.averages and average_name(name) in state["networks"]:
                 self.averages[name].updates = int(updates)
         if weights_only:
             return

@@ -18,6 +18,7 @@ from gantrain.data.source import DataSpec
 from gantrain.engine.checkpoint import FORMAT_VERSION, resolve_checkpoint, serialize, write_atomic
 from gantrain.errors import UserError
 from gantrain.options import as_float
+from gantrain.recipes.ema import average_name, averaged_or_live
 
 WRITES_RUN_FOLDER = False  # writes only what out= names
 GENERATOR = "generator"
@@ -26,7 +27,7 @@ GENERATOR = "generator"
 def generator_of(saved: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
     """A checkpoint's generator weights (its average when the run kept one)."""
     networks = saved["recipe"]["networks"]
-    weights = networks.get(f"{GENERATOR}_ema", networks.get(GENERATOR))
+    weights = averaged_or_live(networks, GENERATOR)
     if weights is None:
         raise UserError(f"{path} holds no generator to interpolate (it has: {', '.join(networks)})")
     return weights
@@ -71,7 +72,7 @@ def run(cfg: DictConfig) -> Path:
     path_b, b = resolve_checkpoint(cfg.b)
     check_compatible(a, b, path_a, path_b)
     blended = blend(generator_of(a, path_a), generator_of(b, path_b), alpha)
-    networks = {name: weights for name, weights in b["recipe"]["networks"].items() if name != f"{GENERATOR}_ema"}
+    networks = {name: weights for name, weights in b["recipe"]["networks"].items() if name != average_name(GENERATOR)}
     networks[GENERATOR] = blended
     averages = {name: n for name, n in b["recipe"].get("averages", {}).items() if name != GENERATOR}
     payload = {**b, "recipe": {**b["recipe"], "networks": networks, "averages": averages},

@@ -61,7 +61,8 @@ def run(cfg: DictConfig) -> Path:
         raise UserError(f"{trained.path} holds a model={trained.config.model.name} model, which translates images "
                         "rather than drawing samples: use task=translate checkpoint=RUN input=FILE_OR_FOLDER out=FOLDER")
     with trained.recipe.averaged_weights():  # the generator's EMA, when the run kept one
-        samples = trained.recipe.sample(cfg.n, torch.Generator().manual_seed(cfg.seed), **conditions(cfg, capabilities))
+        generator = torch.Generator().manual_seed(cfg.seed)
+        samples = trained.recipe.sample(cfg.n, generator, **conditions(cfg, capabilities))
     out = write_samples(samples, str(cfg.out))
     note = trained.recipe.sampling_note()  # e.g. the resolution a growing network had reached
     print(f"wrote {cfg.n} samples from {trained.path} (step {trained.step}) to {out}{f'; {note}' if note else ''}")

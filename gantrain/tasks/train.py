@@ -17,6 +17,7 @@ from gantrain.cli import override_key
 from gantrain.engine.evaluation import METRICS_LOG
 from gantrain.engine.trainer import Trainer
 from gantrain.errors import UserError
+from gantrain.options import positive_int
 
 
 def run(cfg: DictConfig) -> dict[str, float] | float:
@@ -71,9 +72,7 @@ def launch_ranks(cfg: DictConfig, overrides: list[str], run_dir: Path) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
-    devices = cfg.trainer.devices
-    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
-        raise UserError(f"trainer.devices must be a positive number of processes, got {devices!r}")
+    devices = positive_int(cfg.trainer.devices, "trainer.devices (processes)")
     arguments = [o for o in overrides if override_key(o) != "hydra.run.dir"] + [f"hydra.run.dir={run_dir}"]
     try:
         torchrun(["--standalone", f"--nproc_per_node={devices}", "-m", "gantrain", *arguments])
