@@ -64,12 +64,12 @@ def check_group_choices(args: list[str]) -> None:
     key that holds options (``metrics=[fid]``, ``ema=0.999``) -> one line naming the override meant."""
     for arg in args:
         match = OVERRIDE.match(arg)
+        moved = moved_key(match["key"], match["value"]) if match else None
+        if moved:  # also a sweep's choice(...) of it
+            raise UserError(moved)
         if not match or "(" in match["value"]:
             continue
         key, value = match["key"], match["value"]
-        moved = moved_key(key, value)
-        if moved:
-            raise UserError(moved)
         if key not in GROUPS:  # + adds a key and ~ deletes one: neither replaces options with a value
             misplaced = misplaced_value(key, value, config_dir()) if match["prefix"] in (None, "++") else None
             if misplaced:

@@ -95,3 +95,11 @@ def test_a_run_saved_before_the_move_resumes_with_its_critic_steps():
         {"model": {"recipe": "gan", "n_critic": 5}, "trainer": {"batch_size": 64}}
     assert with_moved_keys(saved, {"model": {"recipe": "pix2pix"}})["model"] == {"recipe": "gan"}
     assert moved_override("trainer.n_critic=5") == "model.n_critic=5" and moved_override("a=1") == "a=1"
+
+
+def test_a_sweep_over_the_old_key_points_to_the_new_one():
+    from gantrain.cli import check_group_choices
+    from gantrain.errors import UserError
+
+    with pytest.raises(UserError, match=r"trainer.n_critic has moved: set model.n_critic=choice\(1,2\) instead"):
+        check_group_choices(["model=dcgan", "trainer.n_critic=choice(1,2)"])
