@@ -475,7 +475,8 @@ class Line(Recipe):
 
     def __init__(self) -> None:
         self.net = nn.Linear(2, 1)
-        super().__init__({"net": self.net}, {"net": torch.optim.Adam(self.net.parameters(), lr=0.1)}, {})
+        super().__init__(networks={"net": self.net}, optimizers={"net": torch.optim.Adam(self.net.parameters(), lr=0.1)},
+                         schedulers={})
 
     def weights(self) -> list[torch.Tensor]:
         return [p.detach().clone() for p in self.net.parameters()]
