@@ -1,4 +1,4 @@
-"""The ``gantrain`` command: Hydra composes the config, a task (train, sample, eval) runs it.
+"""The ``gantrain`` command: Hydra composes the config, a task (gantrain/tasks/NAME.py for task=NAME) runs it.
 
 Errors the user can fix are printed as one line with exit status 2 (3 for a run
 that diverged, 130 for Ctrl-C before training starts); ``debug=true`` or
@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from gantrain.config_shapes import listed_choice, merge_error, misplaced_value
+from gantrain import tasks
+from gantrain.config_shapes import MOVED_KEYS, listed_choice, merge_error, misplaced_value, moved_key
 from gantrain.errors import UserError
 from gantrain.registry import import_plugins, load_builtin_parts, unknown_choice
 from gantrain.sweeps.arguments import OVERRIDE, flags_first, quote_paths, sweep_exit_status, table_after_stop
@@ -39,142 +39,13 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
-def train_task(cfg: DictConfig) -> dict[str, float] | float:
-    """Train; return the value ``objective`` names as a float (what sweepers such as Optuna optimise), else the last scalars."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from gantrain.engine.summary import record_objective
-    from gantrain.engine.trainer import Trainer
-    from gantrain.sweeps.job import resumed_job, skipped_result
-
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    if cfg.trainer.get("devices", 1) != 1 and "WORLD_SIZE" not in os.environ:
-        if cfg.get("objective") is not None:
-            raise UserError("objective= needs the training in this process: with trainer.devices>1, "
-                            "start the sweep's jobs with torchrun instead")
-        status = launch_ranks(cfg, list(hydra_cfg.overrides.task), run_dir)
-        if status:
-            raise SystemExit(status)
-        return {}
-    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
-    earlier = resumed_job(cfg, run_dir)  # -m resume=SWEEP_DIR: a job that finished before is skipped
-    if earlier is not None:
-        return skipped_result(earlier, cfg.get("objective"))
-    trainer = Trainer(cfg, run_dir, overrides)
-    scalars = trainer.fit()
-    objective = cfg.get("objective")
-    if objective is None:
-        return scalars
-    value = objective_value(str(objective), scalars, trainer)
-    if trainer.world.is_main:
-        record_objective(run_dir, str(objective), value)
-    return value
-
-
-def objective_value(name: str, scalars: dict[str, float], trainer: Any) -> float:
-    """A logged scalar's last logged value, or a metric's value: the best one when ``metrics.best`` names it
-    (the value checkpoints/best.pt was kept for), else the final evaluation's (the one last.pt gets).
-    """
-    import json
-
-    from gantrain.engine.evaluation import METRICS_LOG
-
-    if name in scalars:
-        return float(scalars[name])
-    if not trainer.world.is_main:
-        return float("nan")  # data parallel: only rank 0 evaluates, and only its value reaches a sweeper
-    evaluator, metrics = trainer.evaluator, {}
-    if evaluator is not None:
-        outputs = list(evaluator.value_names())
-        log = Path(trainer.run_dir) / METRICS_LOG
-        lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
-        final = json.loads(lines[-1]) if lines else {}  # the evaluation at the end of the budget
-        metrics = {out: final[out] for out in outputs if out in final}
-        for out, value in metrics.items():
-            if name in (out, out.split("@")[0], out.split("/")[0].split("@")[0]):
-                best = evaluator.best if evaluator.best_name == out else None
-                return float(best["value"] if best is not None else value)
-    logged = ", ".join([*scalars, *metrics]) or "(nothing)"
-    hint = "" if metrics else "; metrics such as fid need metrics.names"
-    raise UserError(f"objective={name} was not logged by this run; choose from: {logged}{hint}")
-
-
-def launch_ranks(cfg: DictConfig, overrides: list[str], run_dir: Path) -> int:
-    """``trainer.devices=N`` (N > 1) outside torchrun: run this job as N data-parallel ranks through torchrun.
-
-    The ranks get this job's overrides and run folder, so rank 0 writes where this job would have;
-    returns their exit status (the ranks print their own errors).
-    """
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import main as torchrun
-
-    devices = cfg.trainer.devices
-    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
-        raise UserError(f"trainer.devices must be a positive number of processes, got {devices!r}")
-    arguments = [o for o in overrides if override_key(o) != "hydra.run.dir"] + [f"hydra.run.dir={run_dir}"]
-    try:
-        torchrun(["--standalone", f"--nproc_per_node={devices}", "-m", "gantrain", *arguments])
-    except ChildFailedError as failure:
-        exitcode = failure.get_first_failure()[1].exitcode  # the root cause; the other ranks were stopped
-        return 128 - exitcode if exitcode < 0 else exitcode  # killed by signal N: 128 + N, as a shell reports it
-    return 0
-
-
-def sample_task(cfg: DictConfig) -> Path:
-    from gantrain.engine.sampling import sample
-
-    return sample(cfg)
-
-
-def eval_task(cfg: DictConfig) -> Path:
-    from gantrain.engine.evaluation import evaluate_checkpoint
-
-    return evaluate_checkpoint(cfg)
-
-
-def translate_task(cfg: DictConfig) -> Path:
-    from gantrain.engine.translate import translate_files
-
-    return translate_files(cfg)
-
-
-def interpolate_task(cfg: DictConfig) -> Path:
-    from gantrain.engine.interpolate import interpolate
-
-    return interpolate(cfg)
-
-
-def download_task(cfg: DictConfig) -> Any:
-    from gantrain.tasks.download import run
-
-    return run(cfg)
-
-
-def export_task(cfg: DictConfig) -> Path:
-    from gantrain.tasks.export import run
-
-    return run(cfg)
-
-
-def results_task(cfg: DictConfig) -> Any:
-    from gantrain.tasks.results import run
-
-    return run(cfg)
-
-
-TASKS: dict[str, Callable[[DictConfig], Any]] = {"train": train_task, "sample": sample_task, "eval": eval_task,
-                                                 "translate": translate_task, "interpolate": interpolate_task,
-                                                 "download": download_task, "export": export_task,
-                                                 "results": results_task}
-
-
 def run_task(cfg: DictConfig) -> Any:
+    """``task=NAME``: the module gantrain/tasks/NAME.py runs the job."""
     load_builtin_parts()
     import_plugins(cfg.get("plugins"))
-    if cfg.task not in TASKS:
-        raise UserError(unknown_choice("task", cfg.task, sorted(TASKS)))
-    return TASKS[cfg.task](cfg)
+    if cfg.task not in tasks.names():
+        raise UserError(unknown_choice("task", cfg.task, tasks.names()))
+    return tasks.run(cfg.task, cfg)
 
 
 def _split(arg: str) -> tuple[str, str] | None:
@@ -193,6 +64,9 @@ def check_group_choices(args: list[str]) -> None:
     key that holds options (``metrics=[fid]``, ``ema=0.999``) -> one line naming the override meant."""
     for arg in args:
         match = OVERRIDE.match(arg)
+        moved = moved_key(match["key"], match["value"]) if match else None
+        if moved:  # also a sweep's choice(...) of it
+            raise UserError(moved)
         if not match or "(" in match["value"]:
             continue
         key, value = match["key"], match["value"]
@@ -225,31 +99,40 @@ def resume_arguments(args: list[str]) -> list[str]:
 
     path, saved = resolve_checkpoint(target)
     given = {parsed[0] for parsed in map(_split, args) if parsed}
-    earlier = [o for o in saved.get("overrides", []) if override_key(o) not in given]
+    earlier = [moved_override(o) for o in saved.get("overrides", [])]
+    earlier = [o for o in earlier if override_key(o) not in given]
     run_dir = run_dir_of(path)
     placement = [f"hydra.run.dir={run_dir}"] if run_dir and "hydra.run.dir" not in given else []
     return earlier + args + placement
+
+
+def moved_override(arg: str) -> str:
+    """An override of a run saved before its key moved, with the key's new name (``trainer.n_critic=5`` ->
+    ``model.n_critic=5``), so the run resumes as it was started."""
+    match = OVERRIDE.match(arg)
+    if not match or match["key"] not in MOVED_KEYS:
+        return arg
+    return f"{match['prefix'] or ''}{MOVED_KEYS[match['key']][0]}={match['value']}"
 
 
 NO_RUN_FOLDER = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled",
                  "hydra/hydra_logging=disabled"]
 
 
+def task_of(args: list[str]) -> str:
+    """The task the command line asks for (the last ``task=``), else the config's default, train."""
+    return next((value for key, value in reversed(list(filter(None, map(_split, args)))) if key == "task"), "train")
+
+
 def sample_arguments(args: list[str]) -> list[str]:
-    """Sampling, translating, interpolating and evaluating write only what ``out`` names (eval: JSON beside the
-    checkpoint): no run folder, no log file."""
-    if not any(f"task={task}" in args for task in ("sample", "eval", "translate", "interpolate", "download", "export")):
-        return args
-    return eval_arguments(args) + NO_RUN_FOLDER  # main() moves Hydra's flags (--cfg job) ahead of these
-
-
-def eval_arguments(args: list[str]) -> list[str]:
-    """task=eval: ``data.KEY=VALUE`` changes the checkpoint's data config (``data.val_root=Set14``), whatever
-    keys the default data preset happens to have, so such keys are added or replaced (``++``)."""
-    if "task=eval" not in args:
-        return args
-    return [f"++{arg}" if (override_key(arg) or "").startswith("data.") and arg[0] not in "+~" else arg
-            for arg in args]
+    """A task that writes only what ``out`` names (sample, translate, eval...: ``WRITES_RUN_FOLDER = False`` in its
+    module) gets no run folder and no log file; keys the task adds (``ADDS_KEYS_UNDER``) are added or replaced."""
+    task = task_of(args)
+    prefixes = tuple(tasks.declared(task, "ADDS_KEYS_UNDER"))
+    if prefixes:  # task=eval: data.KEY=VALUE changes the checkpoint's data config (data.val_root=Set14), whatever
+        args = [f"++{arg}" if (override_key(arg) or "").startswith(prefixes) and arg[0] not in "+~" else arg
+                for arg in args]  # keys the default data preset happens to have
+    return args if tasks.declared(task, "WRITES_RUN_FOLDER") else args + NO_RUN_FOLDER
 
 
 def results_arguments(args: list[str]) -> list[str]:
@@ -257,8 +140,7 @@ def results_arguments(args: list[str]) -> list[str]:
     the table goes into the sweep folder, so no run folder of its own."""
     if "task=results" not in args:
         return args
-    return [f"results.{arg}" if override_key(arg) == "sweep" and arg[0] not in "+~" else arg
-            for arg in args] + NO_RUN_FOLDER
+    return [f"results.{arg}" if override_key(arg) == "sweep" and arg[0] not in "+~" else arg for arg in args]
 
 
 def rank_arguments(args: list[str]) -> list[str]:

@@ -19,6 +19,10 @@ import yaml
 PACKAGE = re.compile(r"^#\s*@package\s+(\S+)")
 NULLS = ("null", "~", "None", "")
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when PyYAML has it: ~10x faster
+#: keys that moved (old -> new, why): the old key on the command line is a one-line error naming the new one,
+#: and a checkpoint saved with the old key resumes as if it had the new one
+MOVED_KEYS = {"trainer.n_critic": ("model.n_critic", "critic steps per generator step are an option of the model "
+                                                     "presets that train a critic; model=wgan_gp has 5")}
 
 
 @functools.lru_cache(maxsize=4)
@@ -70,6 +74,40 @@ def options_of(key: str, config_root: Path) -> dict[str, Any] | None:
         for name, default in value.items():
             options.setdefault(str(name), default)
     return options
+
+
+def moved_key(key: str, value: str) -> str | None:
+    """A one-line error for a key that has moved (``trainer.n_critic`` -> ``model.n_critic``); None otherwise."""
+    if key not in MOVED_KEYS:
+        return None
+    new, why = MOVED_KEYS[key]
+    return f"{key} has moved: set {new}={value or 'VALUE'} instead ({why})"
+
+
+def _pop(node: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or last not in node:
+        return False, None
+    return True, node.pop(last)
+
+
+def with_moved_keys(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """A saved (resolved) config with each moved key's value at its new place, where ``current`` has that place
+    (a run saved before ``trainer.n_critic`` moved resumes with its value as ``model.n_critic``)."""
+    import copy
+
+    saved = copy.deepcopy(saved)
+    for old, (new, _) in MOVED_KEYS.items():
+        found, value = _pop(saved, old)
+        *parents, last = new.split(".")
+        here, there = current, saved
+        for part in parents:
+            here, there = (here or {}).get(part), (there or {}).get(part)
+        if found and isinstance(here, dict) and last in here and isinstance(there, dict):
+            there.setdefault(last, value)
+    return saved
 
 
 def list_items(value: str) -> list[str]:

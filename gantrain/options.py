@@ -26,6 +26,13 @@ def positive_int(value: object, what: str) -> int:
     return value
 
 
+def non_negative_int(value: object, what: str) -> int:
+    """``value`` if it is an integer of at least 0 (not a bool), else a one-line error naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(f"{what} must be a non-negative integer, got {value!r}")
+    return value
+
+
 def positive_number(value: object, what: str) -> float:
     """``value`` as a float if it is a number above 0 (not a bool), else a one-line error naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:

@@ -559,7 +559,7 @@ def measure(workload: Workload, data_root: Path, runs_root: Path, args: argparse
     finish_s = interleave_in_fit(trainer, warmup, steps, args.rounds, recorder, between)
     reference_batches.close()
 
-    n_critic = int(trainer.cfg.trainer.n_critic)
+    n_critic = int(trainer.recipe.batches_per_step)
     results = {key: recorder.summary(key, batch_size * n_critic * steps) for key in VARIANTS}
     results["trainer"].update(startup_s=startup_s, finish_s=finish_s)
     results["reference"]["num_workers"] = args.reference_workers
@@ -606,7 +606,7 @@ TILE = 256
 def tile_memory(device: torch.device) -> list[dict[str, Any]]:
     """Peak memory of upscaling growing inputs x4 in 256-pixel tiles (the translate task's path), next to
     the size of the output itself: what tiling keeps bounded is everything but the output."""
-    from gantrain.engine.translate import translate_images
+    from gantrain.engine.tiling import translate_images
     from gantrain.nets.srresnet import SRResNetGenerator
     from gantrain.recipes.translation import TranslationInfo
 

@@ -207,7 +207,7 @@ def test_aux_weight_scales_the_acgan_class_loss() -> None:
     once = recipe_for(spec, *common).train_step(labelled_batches().next)
     doubled = recipe_for(spec, *common, "model.aux_weight=2").train_step(labelled_batches().next)
     assert torch.allclose(doubled["loss/d_class"], 2 * once["loss/d_class"])
-    with pytest.raises(UserError, match="model.aux_weight must be a non-negative number"):
+    with pytest.raises(UserError, match="option 'model.aux_weight' must be at least 0, got -1"):
         recipe_for(spec, *common, "model.aux_weight=-1")
 
 

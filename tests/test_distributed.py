@@ -14,7 +14,7 @@ from conftest import FAST, REPO, flatten_state, run_cli
 
 # WGAN-GP with the MLPs on toy data: a gradient penalty and n_critic=5, no BatchNorm (whose batch
 # statistics are per rank by design), so two ranks must compute what one process computes.
-WGAN_GP_MLP = ["model=gan", "data=toy2d", "loss=wasserstein", "optim=adam_wgan_gp", "trainer.n_critic=5",
+WGAN_GP_MLP = ["model=gan", "data=toy2d", "loss=wasserstein", "optim=adam_wgan_gp", "model.n_critic=5",
                "+regularizers.gradient_penalty.weight=10", "model.generator.hidden=[32]",
                "model.discriminator.hidden=[32]", "trainer.batch_size=64", "trainer.log_every=1",
                "trainer.checkpoint_every=2", "trainer.keep_last=0", *FAST]

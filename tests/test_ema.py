@@ -73,7 +73,7 @@ def toy_recipe(*overrides: str) -> GANRecipe:
 
 def test_off_by_default_and_updated_once_per_generator_step():
     assert toy_recipe().averages == {} and "generator_ema" not in toy_recipe().networks
-    recipe = toy_recipe("ema.decay=0.9", "trainer.n_critic=3")
+    recipe = toy_recipe("ema.decay=0.9", "model.n_critic=3")
     data = iter(lambda: {"real": torch.randn(8, 2)}, None)
     for _ in range(4):
         recipe.train_step(lambda: next(data))

@@ -235,7 +235,7 @@ def test_a_failed_inception_download_is_a_one_line_error(monkeypatch):
 def test_default_metrics_try_the_download_and_skip_inception_where_there_is_no_internet(monkeypatch, capsys):
     """task=eval's default metrics on a machine that may download but cannot: skipped with a warning (not an
     error at evaluation time); where the download works, the file lands in the hub cache and they stay."""
-    from gantrain.engine.evaluation import evaluation_metrics
+    from gantrain.tasks.eval import evaluation_metrics
     from gantrain.metrics.features import INCEPTION_WEIGHTS
 
     def refuse(*args, **kwargs):

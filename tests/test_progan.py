@@ -18,13 +18,14 @@ from gantrain.cli import config_dir
 from gantrain.data.build import build_data
 from gantrain.data.source import DataSpec
 from gantrain.engine.restore import load_trained
-from gantrain.engine.sampling import sample
+from gantrain.tasks.sample import run as sample
 from gantrain.engine.trainer import Trainer
 from gantrain.errors import UserError
 from gantrain.losses.wasserstein import WassersteinLoss
 from gantrain.nets.progan import (EqualizedConv2d, EqualizedLinear, ProGANDiscriminator, ProGANGenerator, downsample,
                                   minibatch_stddev, upsample)
-from gantrain.recipes.progan import GrowthSchedule, ProGANRecipe, Stage
+from gantrain.recipes.progan import ProGANRecipe
+from gantrain.recipes.progan_schedule import GrowthSchedule, Stage
 from gantrain.registry import load_builtin_parts
 from gantrain.regularizers.gradient_penalty import GradientPenalty
 

@@ -15,7 +15,8 @@ from gantrain.errors import UserError
 from gantrain.nets.dcgan import DCGANDiscriminator
 from gantrain.nets.mlp import MLPDiscriminator, MLPGenerator
 from gantrain.optim.schedules import constant
-from gantrain.recipes.gan import GANRecipe, combination_problems
+from gantrain.recipes.adversarial import combination_problems
+from gantrain.recipes.gan import GANRecipe
 from gantrain.registry import LOSSES, REGULARIZERS, load_builtin_parts
 from gantrain.regularizers.base import Regularizer, input_gradient_norms
 from gantrain.regularizers.gradient_penalty import GradientPenalty
@@ -227,8 +228,8 @@ def toy_recipe(regularizers=(), n_critic: int = 1, optimizer: str = "rmsprop", l
             "adam": lambda p: torch.optim.Adam(p, lr=lr, betas=(0.0, 0.9))}[optimizer]
     optimizers = {"generator": make(generator.parameters()), "discriminator": make(discriminator.parameters())}
     schedulers = {name: constant(opt) for name, opt in optimizers.items()}
-    return GANRecipe(generator, discriminator, LOSSES.build(loss), optimizers, schedulers, latent_dim=4,
-                     n_critic=n_critic, regularizers=list(regularizers))
+    return GANRecipe(generator=generator, discriminator=discriminator, loss=LOSSES.build(loss), optimizers=optimizers,
+                     schedulers=schedulers, latent_dim=4, n_critic=n_critic, regularizers=list(regularizers))
 
 
 def test_weight_clip_bounds_every_critic_parameter_after_a_real_discriminator_step():

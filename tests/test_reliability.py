@@ -129,7 +129,8 @@ RELIABILITY_BAD_INPUTS = [
     ("empty_file", ["resume={path}"], "the file is empty"),
     ("truncated", ["resume={path}"], "it is truncated or corrupt"),
     ("truncated", ["task=sample", "checkpoint={path}"], "it is truncated or corrupt"),
-    (None, ["trainer.n_critic=0"], "trainer.n_critic must be a positive integer, got 0"),
+    (None, ["model.n_critic=0"], "model.n_critic must be a positive integer, got 0"),
+    (None, ["trainer.n_critic=5"], "trainer.n_critic has moved: set model.n_critic=5 instead"),
     (None, ["trainer.max_steps=-5"], "trainer.max_steps must be positive, got -5"),
     (None, ["trainer.on_nonfinite=ignore"], "unknown trainer.on_nonfinite 'ignore'; choose from: stop, skip"),
 ]
@@ -475,7 +476,8 @@ class Line(Recipe):
 
     def __init__(self) -> None:
         self.net = nn.Linear(2, 1)
-        super().__init__({"net": self.net}, {"net": torch.optim.Adam(self.net.parameters(), lr=0.1)}, {})
+        super().__init__(networks={"net": self.net}, optimizers={"net": torch.optim.Adam(self.net.parameters(), lr=0.1)},
+                         schedulers={})
 
     def weights(self) -> list[torch.Tensor]:
         return [p.detach().clone() for p in self.net.parameters()]

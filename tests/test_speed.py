@@ -72,7 +72,7 @@ def test_gradient_penalty_under_autocast_uses_true_unscaled_gradients(dtype):
 
 def linear_recipe(precision: str, policy: str = "stop") -> Recipe:
     net = nn.Linear(3, 1)
-    recipe = Recipe({"net": net}, {"net": torch.optim.SGD(net.parameters(), lr=0.1)}, {})
+    recipe = Recipe(networks={"net": net}, optimizers={"net": torch.optim.SGD(net.parameters(), lr=0.1)}, schedulers={})
     recipe.precision = Precision(precision, CPU)
     recipe.nonfinite_policy = policy
     return recipe

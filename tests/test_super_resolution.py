@@ -19,10 +19,10 @@ from torch import nn
 from conftest import FAST, assert_same_training_state, run_cli, train_straight_and_resumed
 from gantrain.cli import config_dir
 from gantrain.data.build import build_data
-from gantrain.engine.interpolate import interpolate
+from gantrain.tasks.interpolate import run as interpolate
 from gantrain.engine.trainer import build_recipe
 from gantrain.engine.restore import initialise
-from gantrain.engine.translate import tiled, translate_images
+from gantrain.engine.tiling import tiled, translate_images
 from gantrain.errors import UserError
 from gantrain.losses.perceptual import VGG19_WEIGHTS, vgg19_features, vgg19_layer_names
 from gantrain.losses.relativistic import RelativisticAverageLoss

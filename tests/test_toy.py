@@ -64,7 +64,7 @@ def test_every_preset_trains_on_points_with_toy_networks_and_its_own_training(pr
         assert list(network.hidden) == [512, 512, 512] and network.negative_slope == 0  # 3 hidden ReLU layers
     assert cfg.model.latent_dim == 2 and cfg.trainer.batch_size == 256
     if preset in OWN_TRAINING:
-        assert (cfg.loss.name, cfg.optim.name, cfg.trainer.n_critic) == OWN_TRAINING[preset]
+        assert (cfg.loss.name, cfg.optim.name, cfg.model.n_critic) == OWN_TRAINING[preset]
 
     source = build_data(cfg.data)
     recipe = build_recipe(shrink(cfg), source.spec, CPU)

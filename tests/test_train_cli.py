@@ -131,7 +131,7 @@ def sample_in_process(*overrides: str) -> Path:
     from hydra import compose, initialize_config_dir
 
     from gantrain.cli import config_dir
-    from gantrain.engine.sampling import sample
+    from gantrain.tasks.sample import run as sample
     from gantrain.registry import load_builtin_parts
 
     load_builtin_parts()
@@ -171,7 +171,7 @@ BAD_INPUTS = [
     (["+model.generator.widht=3"], "has no option 'widht'"),
     (["device=cuda"], "no CUDA GPU"),
     (["trainer.precision=fp8"], "unknown trainer.precision 'fp8'; choose from: 32, bf16, 16"),
-    (["trainer.devices=0"], "trainer.devices must be a positive number of processes"),
+    (["trainer.devices=0"], "trainer.devices (processes) must be a positive integer, got 0"),
     (["optim.lr=-1"], "positive"),
     (["trainer.batch_size=0"], "trainer.batch_size must be a positive integer"),
     (["data.image_size=30"], "image size 30 is not supported"),

@@ -16,7 +16,7 @@ from conftest import FAST, assert_same_training_state, run_cli, train_straight_a
 from gantrain.data.build import build_data
 from gantrain.data.demo_photos import build_paired_demo, build_unpaired_demo, vintage
 from gantrain.data.stream import BatchStream
-from gantrain.engine.translate import padded, tiled, translate_images
+from gantrain.engine.tiling import padded, tiled, translate_images
 from gantrain.errors import UserError
 from gantrain.metrics.fidelity import PeakSignalToNoise
 from gantrain.metrics.base import GeneratedBatch

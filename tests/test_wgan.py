@@ -42,7 +42,7 @@ def test_wgan_gp_preset_trains_end_to_end_with_its_defaults(mnist_root, tmp_path
     assert saved["step"] == 3
     assert config["model"]["name"] == "wgan_gp"
     assert config["loss"]["name"] == "wasserstein"
-    assert config["trainer"]["n_critic"] == 5
+    assert config["model"]["n_critic"] == 5
     assert config["optim"]["name"] == "adam" and config["optim"]["lr"] == pytest.approx(1e-4)
     assert list(config["optim"]["betas"]) == [0.0, 0.9]
     assert set(config["regularizers"]) == {"gradient_penalty"}
@@ -72,7 +72,7 @@ def test_wgan_preset_trains_end_to_end_with_its_defaults_and_clipped_critic(mnis
     assert saved["step"] == 3
     assert config["model"]["name"] == "wgan"
     assert config["loss"]["name"] == "wasserstein"
-    assert config["trainer"]["n_critic"] == 5
+    assert config["model"]["n_critic"] == 5
     assert config["optim"]["name"] == "rmsprop" and config["optim"]["lr"] == pytest.approx(5e-5)
     assert config["regularizers"] == {"weight_clip": {"clip_value": 0.01}}
 
@@ -98,11 +98,11 @@ def test_wgan_preset_trains_end_to_end_with_its_defaults_and_clipped_critic(mnis
 
 
 OVERRIDES = [  # command-line values must win over what a model preset chose (one run per preset, to stay fast)
-    (["model=wgan_gp", "optim=rmsprop", "regularizers.gradient_penalty.weight=5", "trainer.n_critic=2"],
-     {"optim.name": "rmsprop", "optim.lr": 5e-5, "regularizers.gradient_penalty.weight": 5, "trainer.n_critic": 2,
+    (["model=wgan_gp", "optim=rmsprop", "regularizers.gradient_penalty.weight=5", "model.n_critic=2"],
+     {"optim.name": "rmsprop", "optim.lr": 5e-5, "regularizers.gradient_penalty.weight": 5, "model.n_critic": 2,
       "loss.name": "wasserstein", "model.discriminator.norm": "layer"}),
     (["model=dcgan", "loss=hinge"], {"loss.name": "hinge", "optim.name": "adam", "model.name": "dcgan",
-                                     "regularizers": {}, "trainer.n_critic": 1}),
+                                     "regularizers": {}, "model.n_critic": 1}),
 ]
 
 
@@ -119,7 +119,7 @@ def test_overrides_win_over_preset_defaults_in_the_saved_config(args, expected, 
         assert node == pytest.approx(value) if isinstance(value, float) else node == value, dotted
     d_group = saved["recipe"]["optimizers"]["discriminator"]["param_groups"][0]
     assert ("alpha" in d_group) == (saved["config"]["optim"]["name"] == "rmsprop")  # the optimizer built matches
-    n_critic = saved["config"]["trainer"]["n_critic"]
+    n_critic = saved["config"]["model"]["n_critic"]
     assert optimizer_steps(saved["recipe"]["optimizers"]["discriminator"]) == {n_critic}
     tags = set(tensorboard_scalars(run))  # step 1 is always logged: the loss and regulariser built match too
     assert ("wasserstein_estimate" in tags) == (saved["config"]["loss"]["name"] == "wasserstein")
@@ -155,7 +155,7 @@ def test_wgan_gp_moves_generated_points_onto_the_8_gaussians(one_torch_thread):
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
         cfg = compose("gantrain", overrides=[
             "model=gan", "data=toy2d", "data.name=8gaussians", "data.num_samples=4096", "loss=wasserstein",
-            "optim=adam_wgan_gp", "optim.lr=2e-3", "trainer.n_critic=5", "+regularizers.gradient_penalty.weight=10",
+            "optim=adam_wgan_gp", "optim.lr=2e-3", "model.n_critic=5", "+regularizers.gradient_penalty.weight=10",
             "model.generator.hidden=[128,128]", "model.discriminator.hidden=[128,128]", "trainer.batch_size=64",
             f"trainer.max_steps={steps}", "trainer.seed=0", "device=cpu"])
     seed_everything(0)

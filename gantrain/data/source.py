@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 
 @dataclass(frozen=True)
@@ -197,3 +197,11 @@ def tensor_image_source(images: torch.Tensor, labels: torch.Tensor | None, num_c
         images = resize_uint8(images, int(image_size))
     spec = DataSpec(shape=tuple(images.shape[1:]), num_classes=num_classes if labels is not None else None)
     return DataSource(TensorImages(images, labels), spec)
+
+
+def batch_of(dataset: Dataset, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The samples at ``indices`` as one batch: the dataset's own ``get_batch`` (tensor storage reads a batch
+    at once), else its items collated."""
+    if hasattr(dataset, "get_batch"):
+        return dataset.get_batch(indices)
+    return default_collate([dataset[int(i)] for i in indices])

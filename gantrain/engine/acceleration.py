@@ -39,7 +39,7 @@ class Precision:
     float16 overflows where float32 does not, so its gradients are scaled up for the backward pass
     and unscaled before anything reads them (the non-finite check, clipping, the optimizer). A step
     whose unscaled gradients overflow is skipped and the scale lowered: the GradScaler's normal
-    working, not a divergence. Gradient penalties differentiate the critic's raw scores, never a
+    working, not a divergence. Gradient penalties differentiate the discriminator's raw scores, never a
     scaled loss, so they need no unscaling (gantrain/regularizers/base.py).
     """
 
@@ -134,7 +134,7 @@ def compile_networks(networks: Mapping[str, nn.Module], names: Iterable[str], mo
     """Compile the forward passes of ``names`` in place (``nn.Module.compile``).
 
     Double backward through a compiled graph is not supported by PyTorch, so gradient penalties run
-    their critic forward eagerly (``torch.compiler.set_stance("force_eager")`` in
+    their discriminator forward eagerly (``torch.compiler.set_stance("force_eager")`` in
     ``input_gradient_norms``); everything else uses the compiled forward.
     """
     if mode not in COMPILE_MODES:

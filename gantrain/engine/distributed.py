@@ -8,8 +8,8 @@ batch, up to float summation order. Only rank 0 writes logs, grids and checkpoin
 
 Gradients are all-reduced by hand (one flat buffer per update) rather than through the
 DistributedDataParallel wrapper, because DDP's reducer does not support the double backward of
-gradient penalties nor several forwards per backward (n_critic critic steps, a frozen critic in the
-generator step). BatchNorm uses each rank's local batch statistics, as under DDP; its running
+gradient penalties nor several forwards per backward (several discriminator steps per generator step, a
+frozen discriminator in the generator step). BatchNorm uses each rank's local batch statistics, as under DDP; its running
 statistics are taken from rank 0 after every step (DDP's ``broadcast_buffers``).
 """
 

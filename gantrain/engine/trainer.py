@@ -24,11 +24,12 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset
 
 from gantrain import __version__
+from gantrain.config_shapes import with_moved_keys
 from gantrain.data.build import build_data
-from gantrain.data.source import DataSpec
+from gantrain.data.source import DataSpec, batch_of
 from gantrain.data.stream import BatchStream
 from gantrain.engine.acceleration import Precision, channels_last_batch, compile_networks, set_cuda_flags, to_channels_last
 from gantrain.engine.checkpoint import LAST, CheckpointNotWritten, CheckpointWriter, resolve_checkpoint
@@ -40,13 +41,14 @@ from gantrain.engine.rng import rng_state, seed_everything, set_rng_state
 from gantrain.engine.run_log import RunLog, SilentLog, Throughput, to_floats
 from gantrain.engine.summary import recorded
 from gantrain.errors import UserError
+from gantrain.optim.run_length import steps_per_epoch, total_steps
 from gantrain.options import positive_int
 from gantrain.recipes.base import NONFINITE_POLICIES, Batch, NextBatch, NonFiniteUpdate, Recipe
 from gantrain.registry import RECIPES, unknown_choice
 
 log = logging.getLogger("gantrain")
 
-POSITIVE_INTEGERS = ("batch_size", "n_critic", "log_every", "sample_every", "checkpoint_every", "n_samples")
+POSITIVE_INTEGERS = ("batch_size", "log_every", "sample_every", "checkpoint_every", "n_samples")
 
 
 class TrainingDiverged(Exception):
@@ -114,11 +116,8 @@ class Budget:
             return self
         return replace(self, max_steps=step if self.max_steps is None else min(self.max_steps, step))
 
-    def total_steps(self, steps_per_epoch: float) -> int | None:
-        candidates = [self.max_steps] if self.max_steps is not None else []
-        if self.max_epochs is not None:
-            candidates.append(math.ceil(self.max_epochs * steps_per_epoch))
-        return min(candidates) if candidates else None
+    def total_steps(self, per_epoch: float | None) -> int | None:
+        return total_steps(self.max_steps, self.max_epochs, per_epoch)
 
 
 class StopSignals:
@@ -149,18 +148,16 @@ class StopSignals:
 def reference_batch(dataset: Dataset, n: int, seed: int) -> Batch:
     """n fixed real samples (for previews), drawn with their own generator so training randomness is untouched."""
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    indices = order.repeat(math.ceil(n / len(dataset)))[:n]
-    if hasattr(dataset, "get_batch"):
-        return dataset.get_batch(indices)
-    return default_collate([dataset[int(i)] for i in indices])
+    return batch_of(dataset, order.repeat(math.ceil(n / len(dataset)))[:n])
 
 
 def check_resumable(saved: dict[str, Any], cfg: DictConfig, data_spec: DataSpec) -> None:
     """Refuse a resume whose architecture or data shape differs from the checkpoint's."""
     now = OmegaConf.to_container(cfg, resolve=True)
+    then = with_moved_keys(saved["config"], now)  # a run saved before one of its keys moved (MOVED_KEYS)
     for key in ("model", "optim.name"):
         head, _, tail = key.partition(".")
-        old, new = without_init(saved["config"].get(head)), without_init(now.get(head))  # how a run started
+        old, new = without_init(then.get(head)), without_init(now.get(head))  # how a run started does not matter
         if tail:
             old, new = (old or {}).get(tail), (new or {}).get(tail)
         if old != new and _first_difference(old, new, key) is not None:
@@ -321,10 +318,10 @@ class Trainer:
 
     def _train(self, signals: StopSignals) -> dict[str, float]:
         trainer = self.cfg.trainer
-        steps_per_epoch = self.stream.batches_per_epoch / trainer.n_critic
+        per_epoch = steps_per_epoch(self.stream.batches_per_epoch, self.recipe.batches_per_step)
         steps_left = self.recipe.steps_left()  # a recipe's own end (a growth schedule), from where it stands now
         self.budget = self.budget.ending_by(None if steps_left is None else self.step + steps_left)
-        total = self.budget.total_steps(steps_per_epoch)
+        total = self.budget.total_steps(per_epoch)
         values: dict[str, float] = {}
         started = time.monotonic()
         elapsed = lambda: self.elapsed_before + time.monotonic() - started  # noqa: E731

@@ -5,11 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import math
-
 import torch
 
-from gantrain.data.source import DataSpec
 from gantrain.options import positive_number
 from gantrain.registry import OPTIMIZERS, SCHEDULES
 
@@ -58,16 +55,3 @@ def build_schedule(optim_cfg: Mapping[str, Any], optimizer: torch.optim.Optimize
     return SCHEDULES.build(schedule.pop("name"), schedule, "optim.schedule", optimizer=optimizer,
                            total_steps=total_steps, steps_per_epoch=steps_per_epoch, stage_start=stage_start)
 
-
-def run_length(cfg: Mapping[str, Any], data_spec: DataSpec) -> dict[str, float | int | None]:
-    """What schedules need to know of the run: ``total_steps`` (the step budget, or max_epochs in steps)
-    and ``steps_per_epoch`` (training steps per pass over the data), None where unknown.
-    """
-    trainer = cfg["trainer"]
-    steps_per_epoch = None
-    if data_spec.epoch_size:
-        steps_per_epoch = max(data_spec.epoch_size // int(trainer["batch_size"]), 1) / int(trainer.get("n_critic", 1))
-    candidates = [trainer.get("max_steps")] if trainer.get("max_steps") else []
-    if trainer.get("max_epochs") and steps_per_epoch:
-        candidates.append(math.ceil(trainer["max_epochs"] * steps_per_epoch))
-    return {"total_steps": min(candidates) if candidates else None, "steps_per_epoch": steps_per_epoch}

@@ -37,9 +37,10 @@ from gantrain.engine.export_graph import ExportGraph
 from gantrain.engine.distributed import current_world
 from gantrain.errors import UserError
 from gantrain.metrics.base import Comparison
-from gantrain.recipes.ema import WeightAverage
+from gantrain.recipes.ema import WeightAverage, average_name
 from gantrain.losses.base import AdversarialLoss
-from gantrain.optim.optimizers import build_schedule, run_length
+from gantrain.optim.optimizers import build_schedule
+from gantrain.optim.run_length import run_length
 from gantrain.regularizers.base import Regularizer
 from gantrain.registry import LOSSES, NETWORKS, REGULARIZERS
 
@@ -71,11 +72,26 @@ class Preview:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a trained recipe can do at test time: the tasks ask this, never the recipe's type or attributes."""
+
+    generates: bool = False  # draws samples from noise: ``sample(n, generator, label=...)`` (task=sample)
+    classes: int | None = None  # ``sample`` takes a class (``label``; class= on the command line) of this many
+    directions: tuple[str, ...] = ()  # ``translate(images, direction)`` in these directions (task=translate)
+    scale: int = 1  # translated images come out this many times larger (super-resolution)
+
+
 class Recipe:
     """Base class: keeps the parts, steps schedulers, saves and restores state."""
 
-    def __init__(self, networks: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
-                 schedulers: Mapping[str, torch.optim.lr_scheduler.LRScheduler]) -> None:
+    def __init__(self, *, networks: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
+                 schedulers: Mapping[str, torch.optim.lr_scheduler.LRScheduler],
+                 averages: Mapping[str, float | None] | None = None) -> None:
+        """Keyword-only, so a subclass adds its own options (``def __init__(self, *, mine, **options)``).
+
+        ``averages``: network name -> EMA decay of its weights (None: no average), see ``average_weights``.
+        """
         self.networks = dict(networks)
         self.optimizers = dict(optimizers)
         self.schedulers = dict(schedulers)
@@ -84,13 +100,15 @@ class Recipe:
         self.last_nonfinite: NonFiniteUpdate | None = None  # the most recent skipped update, for the loop to report
         self.averages: dict[str, WeightAverage] = {}  # network name -> its EMA (stored as network NAME_ema)
         self.precision = Precision()  # set by the loop from trainer.precision
+        for network, decay in (averages or {}).items():
+            self.average_weights(network, decay)
 
     def average_weights(self, network: str, decay: float | None) -> None:
         """Keep an EMA of ``network``'s weights (None: don't); grids, samples and metrics then use it."""
         if decay is None:
             return
         self.averages[network] = WeightAverage(self.networks[network], decay)
-        self.networks[f"{network}_ema"] = self.averages[network].average
+        self.networks[average_name(network)] = self.averages[network].average
 
     @contextmanager
     def averaged_weights(self) -> Iterator[None]:
@@ -113,6 +131,15 @@ class Recipe:
 
     @classmethod
     def from_config(cls, cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> "Recipe":
+        """The recipe the composed config describes, built in one step from ``arguments``."""
+        return cls(**cls.arguments(cfg, data_spec, device))
+
+    @classmethod
+    def arguments(cls, cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> dict[str, Any]:
+        """The constructor's keyword arguments, read and built from the config (networks, optimizers, options).
+
+        A subclass adds its own: ``{**super().arguments(cfg, data_spec, device), "mine": cfg.model.mine}``.
+        """
         raise NotImplementedError  # abstract: each recipe reads the config nodes it needs
 
     def train_step(self, next_batch: NextBatch) -> dict[str, torch.Tensor]:
@@ -127,6 +154,11 @@ class Recipe:
     def sample(self, n: int, generator: torch.Generator, **conditions: Any) -> torch.Tensor:
         """n outputs on the CPU; ``conditions`` come from the command line (e.g. ``label`` from ``class=3``)."""
         raise NotImplementedError  # abstract
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this recipe can do once trained (generate, take a class, translate, upscale); nothing by default."""
+        return Capabilities()
 
     #: metrics task=eval reports when none are named (metrics.names); noise-to-image models have no default
     default_metrics: tuple[str, ...] = ()
@@ -194,6 +226,12 @@ class Recipe:
         """
         return None
 
+    @property
+    def batches_per_step(self) -> int:
+        """Batches one ``train_step`` draws with ``next_batch()`` (a critic trained n_critic times per generator
+        step draws n_critic): the loop and the learning-rate schedules count an epoch's steps with it."""
+        return 1
+
     def sampling_note(self) -> str:
         """What ``task=sample`` should say about the samples besides their count (e.g. the resolution a growing
         network had reached when its training stopped); empty for nothing."""
@@ -235,7 +273,7 @@ class Recipe:
         Extra state loads first, so a recipe can reshape its networks (a growth stage) before weights load.
         """
         self.load_extra_state(state.get("extra", {}))
-        averaged = {f"{name}_ema": name for name in self.averages}
+        averaged = {average_name(name): name for name in self.averages}
         for name, net in self.networks.items():
             if name in averaged and name not in state["networks"]:  # the average was turned on after this checkpoint
                 self.averages[averaged[name]].reset()  # (after the live weights loaded: averages come last)
@@ -249,7 +287,7 @@ class Recipe:
                 detail = first[1].strip() if len(first) > 1 else first[0]
                 raise UserError(f"the checkpoint's {name} does not match this architecture: {detail}") from error
         for name, updates in state.get("averages", {}).items():
-            if name in self.averages and f"{name}_ema" in state["networks"]:
+            if name in self.averages and average_name(name) in state["networks"]:
                 self.averages[name].updates = int(updates)
         if weights_only:
             return
@@ -316,10 +354,6 @@ class Recipe:
         """Networks with a NaN/Inf weight: checked before a checkpoint is written, so none is saved broken."""
         return [name for name, net in self.networks.items() if not all_finite(list(net.parameters()))]
 
-    def set_mode(self, training: bool) -> None:
-        for net in self.networks.values():
-            net.train(training)
-
 
 def all_finite(tensors: list[torch.Tensor]) -> bool:
     """Whether every element of every tensor is finite, with one device sync.
@@ -351,10 +385,11 @@ def build_regularizers(cfg: DictConfig) -> list[Regularizer]:
             for name, options in (cfg.get("regularizers") or {}).items() if options is not None]
 
 
-def build_schedulers(cfg: DictConfig, optimizers: Mapping[str, torch.optim.Optimizer],
-                     data_spec: DataSpec) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
-    """``optim.schedule`` for each optimizer, knowing the run's length and the data's epoch length."""
-    return {name: build_schedule(cfg.optim, optimizer, **run_length(cfg, data_spec))
+def build_schedulers(cfg: DictConfig, optimizers: Mapping[str, torch.optim.Optimizer], data_spec: DataSpec,
+                     batches_per_step: int = 1) -> dict[str, torch.optim.lr_scheduler.LRScheduler]:
+    """``optim.schedule`` for each optimizer, knowing the run's length and the data's epoch length
+    (``batches_per_step``: the recipe's, as ``Recipe.batches_per_step``)."""
+    return {name: build_schedule(cfg.optim, optimizer, **run_length(cfg, data_spec, batches_per_step))
             for name, optimizer in optimizers.items()}
 
 

@@ -10,6 +10,7 @@ also minimise a classification cross-entropy weighted by ``model.aux_weight``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,8 @@ from omegaconf import DictConfig
 
 from gantrain.data.source import DataSpec
 from gantrain.errors import UserError
-from gantrain.recipes.base import Batch, Preview
+from gantrain.options import as_float
+from gantrain.recipes.base import Batch, Capabilities, Preview
 from gantrain.recipes.gan import GANRecipe
 from gantrain.registry import RECIPES
 
@@ -27,25 +29,21 @@ MAX_PREVIEW_COLUMNS = 16  # grid columns (fixed noise vectors), so few-class gri
 
 @RECIPES.register("cgan")
 class CGANRecipe(GANRecipe):
-    num_classes: int  # set by from_config from the data
-    conditional = True
-    aux_weight: float = 1.0  # weight of ACGAN's classification loss (model.aux_weight)
+    def __init__(self, *, num_classes: int, aux_weight: float = 1.0, **options: Any) -> None:
+        """``aux_weight``: weight of ACGAN's classification loss (model.aux_weight); the rest is GANRecipe's."""
+        super().__init__(**options)
+        self.num_classes = int(num_classes)
+        self.aux_weight = as_float("model.aux_weight", aux_weight, minimum=0)
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> "CGANRecipe":
-        model_name = cfg.model.get("name", "cgan")
+    def arguments(cls, cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> dict[str, Any]:
         if data_spec.num_classes is None:
             raise UserError(
-                f"model={model_name} needs labelled data; data '{cfg.data.get('name')}' has no class labels "
-                "(use data=digits, mnist, fashion_mnist or cifar10, or an image_folder with one subfolder per class)")
-        aux_weight = cfg.model.get("aux_weight", 1.0)
-        if isinstance(aux_weight, bool) or not isinstance(aux_weight, (int, float)) or aux_weight < 0:
-            raise UserError(f"model.aux_weight must be a non-negative number, got {aux_weight!r}")
-        recipe = super().from_config(cfg, data_spec, device)
-        # GANRecipe.from_config constructs with its own arguments, so what a cGAN adds is set here
-        recipe.num_classes = int(data_spec.num_classes)
-        recipe.aux_weight = float(aux_weight)
-        return recipe
+                f"model={cfg.model.get('name', 'cgan')} needs labelled data; data '{cfg.data.get('name')}' has no "
+                "class labels (use data=digits, mnist, fashion_mnist or cifar10, or an image_folder with one "
+                "subfolder per class)")
+        return {**super().arguments(cfg, data_spec, device), "num_classes": data_spec.num_classes,
+                "aux_weight": cfg.model.get("aux_weight", 1.0)}
 
     # --- the hooks of GANRecipe's training step ----------------------------------------------------
 
@@ -88,6 +86,10 @@ class CGANRecipe(GANRecipe):
         columns = int((labels == labels[0]).sum())  # each class row holds one sample per noise column
         return Preview(self._generate(inputs["noise"], {"label": labels}), nrow=columns,
                        reference=inputs.get("reference"))
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(generates=True, classes=self.num_classes)
 
     def sample(self, n: int, generator: torch.Generator, label: object = None, **conditions: object) -> torch.Tensor:
         """n samples of class ``label``, or, without one, classes cycling 0, 1, ..., K-1, 0, ... (a class grid)."""

@@ -10,7 +10,7 @@ then the discriminators on real images and on generated ones drawn through an im
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -20,15 +20,13 @@ from torch import nn
 
 from gantrain.data.source import DataSpec
 from gantrain.errors import UserError
-from gantrain.losses.base import AdversarialLoss
 from gantrain.optim.optimizers import build_optimizer
 from gantrain.options import as_float
 from gantrain.recipes.base import (NextBatch, Preview, build_loss, build_network, build_regularizers,
                                    build_schedulers, requires_grad)
 from gantrain.recipes.image_pool import ImagePool
-from gantrain.recipes.translation import (Direction, TranslationRecipe, checked_test_mode, require_keys,
+from gantrain.recipes.translation import (Direction, TranslationRecipe, require_keys,
                                           side_by_side)
-from gantrain.regularizers.base import Regularizer
 from gantrain.registry import RECIPES
 
 log = logging.getLogger("gantrain")
@@ -41,31 +39,26 @@ DIRECTIONS = {"AtoB": Direction("AtoB", "generator_ab", "a", "b", paired=False),
 class CycleGANRecipe(TranslationRecipe):
     sides = ("a", "b")
 
-    def __init__(self, generators: Mapping[str, nn.Module], discriminators: Mapping[str, nn.Module],
-                 loss: AdversarialLoss, optimizers: Mapping[str, torch.optim.Optimizer],
-                 schedulers: Mapping[str, torch.optim.lr_scheduler.LRScheduler], spec: DataSpec,
-                 cycle_weight: float = 10.0, identity_weight: float = 0.5, discriminator_weight: float = 0.5,
-                 pool_size: int = 50, test_mode: str = "eval", regularizers: Sequence[Regularizer] = ()) -> None:
-        super().__init__({**generators, **discriminators}, optimizers, schedulers)
+    def __init__(self, *, generators: Mapping[str, nn.Module], discriminators: Mapping[str, nn.Module],
+                 spec: DataSpec, cycle_weight: float = 10.0, identity_weight: float = 0.5,
+                 discriminator_weight: float = 0.5, pool_size: int = 50, **options: Any) -> None:
+        """``generators``: generator_ab, generator_ba; ``discriminators``: discriminator_a, discriminator_b; the
+        weights and ``pool_size`` are the model.* options of the same names; the rest is TranslationRecipe's."""
+        super().__init__(networks={**generators, **discriminators}, spec=spec, directions=list(DIRECTIONS.values()),
+                         discriminator_weight=discriminator_weight, **options)
         self.generator_ab, self.generator_ba = generators["generator_ab"], generators["generator_ba"]
         self.discriminator_a, self.discriminator_b = discriminators["discriminator_a"], discriminators["discriminator_b"]
-        self.loss, self.spec = loss, spec
         self.cycle_weight = as_float("model.cycle_weight", cycle_weight, minimum=0)
         self.identity_weight = as_float("model.identity_weight", identity_weight, minimum=0)
-        self.discriminator_weight = as_float("model.discriminator_weight", discriminator_weight, minimum=0,
-                                             strictly_above=True)
         if self.identity_weight > 0 and spec.batch_keys["a"][0] != spec.batch_keys["b"][0]:
             raise UserError(f"the identity loss compares a generator's input with its output, but domain A has "
                             f"{spec.batch_keys['a'][0]} channels and B {spec.batch_keys['b'][0]}; set "
                             "model.identity_weight=0")
         self.pools = {"a": ImagePool(pool_size), "b": ImagePool(pool_size)}  # generated A and generated B images
-        self.test_mode = checked_test_mode(test_mode)
-        self.regularizers = list(regularizers)
-        self.directions = dict(DIRECTIONS)
         self.warn_about_combinations(self.discriminator_a, log)
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> "CycleGANRecipe":
+    def arguments(cls, cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> dict[str, Any]:
         require_keys(data_spec, ("a", "b"), "cyclegan", "unpaired images (data=unpaired data.root=PATH)")
         a, b = data_spec.batch_keys["a"], data_spec.batch_keys["b"]
         model = cfg.model
@@ -79,10 +72,11 @@ class CycleGANRecipe(TranslationRecipe):
             "generators": build_optimizer(cfg.optim, "generator", [p for g in generators.values() for p in g.parameters()]),
             "discriminators": build_optimizer(cfg.optim, "discriminator",
                                               [p for d in discriminators.values() for p in d.parameters()])}
-        return cls(generators, discriminators, build_loss(cfg), optimizers,
-                   build_schedulers(cfg, optimizers, data_spec), data_spec, model.cycle_weight,
-                   model.identity_weight, model.discriminator_weight, model.pool_size, model.test_mode,
-                   build_regularizers(cfg))
+        return {"generators": generators, "discriminators": discriminators, "loss": build_loss(cfg),
+                "optimizers": optimizers, "schedulers": build_schedulers(cfg, optimizers, data_spec), "spec": data_spec,
+                "cycle_weight": model.cycle_weight, "identity_weight": model.identity_weight,
+                "discriminator_weight": model.discriminator_weight, "pool_size": model.pool_size,
+                "test_mode": model.test_mode, "regularizers": build_regularizers(cfg)}
 
     def train_step(self, next_batch: NextBatch) -> dict[str, torch.Tensor]:
         batch = next_batch()
@@ -108,9 +102,9 @@ class CycleGANRecipe(TranslationRecipe):
             requires_grad(discriminator, True)
 
         total_a, scalars_a = self.discriminator_terms("d_a", self.discriminator_a, real_a,
-                                                      self.pools["a"].query(fake_a), self.discriminator_weight)
+                                                      self.pools["a"].query(fake_a))
         total_b, scalars_b = self.discriminator_terms("d_b", self.discriminator_b, real_b,
-                                                      self.pools["b"].query(fake_b), self.discriminator_weight)
+                                                      self.pools["b"].query(fake_b))
         self.apply_update("discriminators", total_a + total_b, {**scalars_a, **scalars_b})
         self.after_discriminator_step(*discriminators)
         return {**scalars, **scalars_a, **scalars_b}

@@ -10,11 +10,30 @@ statistics does not describe the averaged weights any better than the newest one
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 from gantrain.errors import UserError
+
+T = TypeVar("T")
+
+
+def average_name(network: str) -> str:
+    """Where a network's weight average is kept among the recipe's networks (and in checkpoints)."""
+    return f"{network}_ema"
+
+
+def averaged_or_live(weights: Mapping[str, T], network: str) -> T | None:
+    """``network``'s entry of a checkpoint's networks: its weight average when the run kept one, else its own."""
+    return weights.get(average_name(network), weights.get(network))
+
+
+def ema_decay(cfg: Mapping[str, Any]) -> float | None:
+    """The run's ``ema.decay``, checked (None: no average)."""
+    return checked_decay((cfg.get("ema") or {}).get("decay"))
 
 
 def checked_decay(value: object) -> float | None:

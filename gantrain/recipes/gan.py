@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -15,14 +16,14 @@ from torch import nn
 
 from gantrain.data.source import DataSpec
 from gantrain.engine.distributed import sharded_draw
-from gantrain.errors import UserError
 from gantrain.losses.base import AdversarialLoss
 from gantrain.optim.optimizers import build_optimizer
 from gantrain.options import positive_int
 from gantrain.engine.export_graph import ExportGraph, SampleGraph
-from gantrain.recipes.base import (Batch, NextBatch, Preview, Recipe, build_loss, build_network, build_regularizers,
-                                   build_schedulers, preview_rows, requires_grad)
-from gantrain.recipes.ema import checked_decay
+from gantrain.recipes.base import (Batch, Capabilities, NextBatch, Preview, Recipe, build_loss, build_network,
+                                   build_regularizers, build_schedulers, preview_rows, requires_grad)
+from gantrain.recipes.adversarial import combination_problems, discriminator_objective
+from gantrain.recipes.ema import ema_decay
 from gantrain.regularizers.base import Regularizer
 from gantrain.registry import RECIPES
 
@@ -33,23 +34,24 @@ SAMPLE_CHUNK = 256  # generator forward passes are split into chunks this size w
 
 @RECIPES.register("gan")
 class GANRecipe(Recipe):
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, loss: AdversarialLoss,
+    def __init__(self, *, generator: nn.Module, discriminator: nn.Module, loss: AdversarialLoss,
                  optimizers: Mapping[str, torch.optim.Optimizer],
                  schedulers: Mapping[str, torch.optim.lr_scheduler.LRScheduler],
-                 latent_dim: int, n_critic: int = 1, regularizers: Sequence[Regularizer] = ()) -> None:
-        super().__init__({"generator": generator, "discriminator": discriminator}, optimizers, schedulers)
-        positive_int(n_critic, "trainer.n_critic")
+                 latent_dim: int, n_critic: int = 1, regularizers: Sequence[Regularizer] = (),
+                 averages: Mapping[str, float | None] | None = None) -> None:
+        super().__init__(networks={"generator": generator, "discriminator": discriminator}, optimizers=optimizers,
+                         schedulers=schedulers, averages=averages)
         self.generator = generator
         self.discriminator = discriminator
         self.loss = loss
         self.latent_dim = int(latent_dim)
-        self.n_critic = n_critic
+        self.n_critic = positive_int(n_critic, "model.n_critic")
         self.regularizers = list(regularizers)
         for problem in combination_problems(loss, self.regularizers, discriminator):
             log.warning(problem)
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> "GANRecipe":
+    def arguments(cls, cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> dict[str, Any]:
         model = cfg.model
         generator = build_network(model.generator, device, data_spec=data_spec, latent_dim=model.latent_dim)
         discriminator = build_network(model.discriminator, device, data_spec=data_spec, latent_dim=model.latent_dim)
@@ -57,10 +59,11 @@ class GANRecipe(Recipe):
             "generator": build_optimizer(cfg.optim, "generator", generator.parameters()),
             "discriminator": build_optimizer(cfg.optim, "discriminator", discriminator.parameters()),
         }
-        recipe = cls(generator, discriminator, build_loss(cfg), optimizers, build_schedulers(cfg, optimizers, data_spec),
-                     model.latent_dim, cfg.trainer.n_critic, build_regularizers(cfg))
-        recipe.average_weights("generator", checked_decay((cfg.get("ema") or {}).get("decay")))  # ema.decay
-        return recipe
+        n_critic = positive_int(model.get("n_critic", 1), "model.n_critic")
+        return {"generator": generator, "discriminator": discriminator, "loss": build_loss(cfg),
+                "optimizers": optimizers, "latent_dim": model.latent_dim, "n_critic": n_critic,
+                "schedulers": build_schedulers(cfg, optimizers, data_spec, batches_per_step=n_critic),
+                "regularizers": build_regularizers(cfg), "averages": {"generator": ema_decay(cfg)}}
 
     def noise(self, n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
         """n latent vectors for this rank (data parallel: its slice of the global batch's draw)."""
@@ -90,17 +93,9 @@ class GANRecipe(Recipe):
             fake = self.generate(self.noise(real.shape[0], real.device), batch)
         real_scores, real_aux = self.discriminate(real, batch)
         fake_scores, fake_aux = self.discriminate(fake, batch)
-        adversarial = self.loss.discriminator_loss(real_scores, fake_scores)
-        scalars = {"loss/d": adversarial.detach(), **self.loss.describe_scores(real_scores, fake_scores)}
-        total = adversarial
-        for name, term in self.auxiliary_terms("discriminator", real_aux, fake_aux, batch).items():
-            total = total + term
-            scalars[name] = term.detach()
-        for regularizer in self.regularizers:
-            added = regularizer.penalty(lambda x: self.discriminate(x, batch)[0], real, fake)
-            if added is not None:
-                total = total + added[0]
-                scalars.update(added[1])
+        total, scalars = discriminator_objective(
+            self.loss, self.regularizers, lambda x: self.discriminate(x, batch)[0], real, fake, real_scores,
+            fake_scores, extra=self.auxiliary_terms("discriminator", real_aux, fake_aux, batch))
         self.apply_update("discriminator", total, scalars)
         scalars["critic/param_grad_norm"] = parameter_grad_norm(self.discriminator)
         for regularizer in self.regularizers:
@@ -124,6 +119,10 @@ class GANRecipe(Recipe):
         self.apply_update("generator", total, scalars)
         requires_grad(self.discriminator, True)
         return scalars
+
+    @property
+    def batches_per_step(self) -> int:
+        return self.n_critic  # each critic step draws its own batch
 
     def train_step(self, next_batch: NextBatch) -> dict[str, torch.Tensor]:
         for _ in range(self.n_critic):
@@ -159,26 +158,26 @@ class GANRecipe(Recipe):
         samples = self._generate(inputs["noise"])
         return Preview(samples, nrow=preview_rows(len(samples)), reference=inputs.get("reference"))
 
-    conditional: bool = False  # whether the generator takes a class beside z (cGAN)
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(generates=True)
 
     def export_graph(self, direction: str | None = None) -> ExportGraph:
         """z (N, latent_dim) [and labels (N,)] -> what ``generate`` makes, in eval mode."""
         name = self.test_network(direction)
+        classes = self.capabilities.classes
         noise = torch.randn(2, self.latent_dim)
-        inputs = (noise, torch.arange(2) % self.num_classes) if self.conditional else (noise,)
-        graph = SampleGraph(self.networks[name], self.generate, self.conditional).eval()
+        inputs = (noise, torch.arange(2) % classes) if classes else (noise,)
+        graph = SampleGraph(self.networks[name], self.generate, bool(classes)).eval()
         with torch.no_grad():
             shape = list(graph(*inputs).shape[1:])
         names = ["z", "labels"][:len(inputs)]
         return ExportGraph(graph, inputs, names, {key: {0: "batch"} for key in [*names, "output"]},
                            {"kind": "noise_to_image", "inputs": " ".join(names), "latent_dim": self.latent_dim,
-                            "num_classes": getattr(self, "num_classes", 0) if self.conditional else 0,
-                            "output_shape": shape, "value_range": "[-1, 1]" if len(shape) == 3 else "unbounded",
-                            "noise": "standard normal"})
+                            "num_classes": classes or 0, "output_shape": shape,
+                            "value_range": "[-1, 1]" if len(shape) == 3 else "unbounded", "noise": "standard normal"})
 
     def sample(self, n: int, generator: torch.Generator, **conditions: object) -> torch.Tensor:
-        if conditions.get("label") is not None:
-            raise UserError("this model is unconditional: class= applies only to conditional models")
         return self._generate(torch.randn(n, self.latent_dim, generator=generator))
 
 
@@ -187,18 +186,3 @@ def parameter_grad_norm(net: nn.Module) -> torch.Tensor:
     grads = [p.grad for p in net.parameters() if p.grad is not None]
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
 
-
-def combination_problems(loss: AdversarialLoss, regularizers: Sequence[Regularizer],
-                         discriminator: nn.Module) -> list[str]:
-    """Combinations known not to work: trained anyway, but the user is told why it may fail."""
-    problems = []
-    if getattr(loss, "needs_lipschitz", False) and not any(r.enforces_lipschitz for r in regularizers):
-        problems.append(f"loss '{type(loss).__name__}' needs a Lipschitz critic but no regularizer enforces one; "
-                        "add +regularizers.gradient_penalty.weight=10 or +regularizers.weight_clip.clip_value=0.01")
-    has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules())
-    per_sample = [type(r).__name__ for r in regularizers if r.needs_per_sample_gradients]
-    if has_batchnorm and per_sample:
-        problems.append(f"{', '.join(per_sample)} on a discriminator with BatchNorm: BatchNorm mixes the samples "
-                        "of a batch, so per-sample input gradients are not what the penalty assumes; use "
-                        "model.discriminator.norm=layer (or none, instance)")
-    return problems

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import torch
 
-from gantrain.errors import UserError
+from gantrain.options import non_negative_int
 
 
 class ImagePool:
     def __init__(self, size: int) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise UserError(f"model.pool_size must be a non-negative integer (0: no pool), got {size!r}")
-        self.size = size
+        self.size = non_negative_int(size, "model.pool_size (0: no pool)")
         self.images: list[torch.Tensor] = []
 
     def __len__(self) -> int:

@@ -10,7 +10,8 @@ PatchGAN judges the high ones.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,14 +19,12 @@ from omegaconf import DictConfig
 from torch import nn
 
 from gantrain.data.source import DataSpec
-from gantrain.losses.base import AdversarialLoss
 from gantrain.optim.optimizers import build_optimizer
 from gantrain.options import as_float
 from gantrain.recipes.base import (NextBatch, Preview, build_loss, build_network, build_regularizers,
                                    build_schedulers, requires_grad)
-from gantrain.recipes.translation import (Direction, TranslationRecipe, checked_test_mode, require_keys,
+from gantrain.recipes.translation import (Direction, TranslationRecipe, require_keys,
                                           side_by_side)
-from gantrain.regularizers.base import Regularizer
 from gantrain.registry import RECIPES
 
 log = logging.getLogger("gantrain")
@@ -35,24 +34,19 @@ log = logging.getLogger("gantrain")
 class Pix2PixRecipe(TranslationRecipe):
     default_metrics = ("l1", "psnr", "ssim", "fid", "kid")
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, loss: AdversarialLoss,
-                 optimizers: Mapping[str, torch.optim.Optimizer],
-                 schedulers: Mapping[str, torch.optim.lr_scheduler.LRScheduler], spec: DataSpec,
-                 direction: str = "AtoB", l1_weight: float = 100.0, discriminator_weight: float = 0.5,
-                 test_mode: str = "train", regularizers: Sequence[Regularizer] = ()) -> None:
-        super().__init__({"generator": generator, "discriminator": discriminator}, optimizers, schedulers)
+    def __init__(self, *, generator: nn.Module, discriminator: nn.Module, direction: str = "AtoB",
+                 l1_weight: float = 100.0, discriminator_weight: float = 0.5, test_mode: str = "train",
+                 **options: Any) -> None:
+        """``direction``: the one it was trained for (data.direction); the rest is TranslationRecipe's."""
+        super().__init__(networks={"generator": generator, "discriminator": discriminator},
+                         directions=[Direction(direction, "generator", "source", "target", paired=True)],
+                         discriminator_weight=discriminator_weight, test_mode=test_mode, **options)
         self.generator, self.discriminator = generator, discriminator
-        self.loss, self.spec = loss, spec
         self.l1_weight = as_float("model.l1_weight", l1_weight, minimum=0)
-        self.discriminator_weight = as_float("model.discriminator_weight", discriminator_weight, minimum=0,
-                                             strictly_above=True)
-        self.test_mode = checked_test_mode(test_mode)
-        self.regularizers = list(regularizers)
-        self.directions = {direction: Direction(direction, "generator", "source", "target", paired=True)}
         self.warn_about_combinations(discriminator, log)
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> "Pix2PixRecipe":
+    def arguments(cls, cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> dict[str, Any]:
         require_keys(data_spec, ("source", "target"), "pix2pix", "paired images (data=paired data.root=PATH)")
         source, target = data_spec.batch_keys["source"], data_spec.batch_keys["target"]
         model = cfg.model
@@ -61,17 +55,18 @@ class Pix2PixRecipe(TranslationRecipe):
         discriminator = build_network(model.discriminator, device, in_channels=source[0] + target[0])
         optimizers = {"generator": build_optimizer(cfg.optim, "generator", generator.parameters()),
                       "discriminator": build_optimizer(cfg.optim, "discriminator", discriminator.parameters())}
-        return cls(generator, discriminator, build_loss(cfg), optimizers, build_schedulers(cfg, optimizers, data_spec),
-                   data_spec, cfg.data.get("direction", "AtoB"), model.l1_weight, model.discriminator_weight,
-                   model.test_mode, build_regularizers(cfg))
+        return {"generator": generator, "discriminator": discriminator, "loss": build_loss(cfg),
+                "optimizers": optimizers, "schedulers": build_schedulers(cfg, optimizers, data_spec), "spec": data_spec,
+                "direction": cfg.data.get("direction", "AtoB"), "l1_weight": model.l1_weight,
+                "discriminator_weight": model.discriminator_weight, "test_mode": model.test_mode,
+                "regularizers": build_regularizers(cfg)}
 
     def train_step(self, next_batch: NextBatch) -> dict[str, torch.Tensor]:
         batch = next_batch()
         source, target = batch["source"], batch["target"]
         fake = self.generator(source)
         real_pair, fake_pair = torch.cat([source, target], 1), torch.cat([source, fake], 1)
-        total, scalars = self.discriminator_terms("d", self.discriminator, real_pair, fake_pair,
-                                                  self.discriminator_weight)
+        total, scalars = self.discriminator_terms("d", self.discriminator, real_pair, fake_pair)
         self.apply_update("discriminator", total, scalars)
         self.after_discriminator_step(self.discriminator)
 

@@ -29,13 +29,13 @@ from torch.utils.data import Dataset
 from gantrain.data.bicubic import resize_8bit
 from gantrain.data.source import DataSource, DataSpec
 from gantrain.errors import UserError
-from gantrain.losses.base import AdversarialLoss
 from gantrain.losses.perceptual import CRITERIA, PerceptualLoss, build_perceptual
 from gantrain.metrics.base import Comparison, Outputs
-from gantrain.optim.optimizers import build_optimizer, build_schedule, run_length
+from gantrain.optim.optimizers import build_optimizer, build_schedule
+from gantrain.optim.run_length import run_length
 from gantrain.options import as_float
 from gantrain.recipes.base import NextBatch, Preview, build_loss, build_network, build_regularizers, requires_grad
-from gantrain.recipes.ema import checked_decay
+from gantrain.recipes.ema import ema_decay
 from gantrain.recipes.translation import Direction, TranslationRecipe, require_keys, side_by_side
 from gantrain.registry import RECIPES, unknown_choice
 
@@ -74,35 +74,35 @@ class SuperResolutionRecipe(TranslationRecipe):
     default_metrics = ("psnr", "ssim")
     sides = ("lr", "hr")
 
-    def __init__(self, generator: nn.Module, spec: DataSpec, optimizers: Mapping[str, torch.optim.Optimizer],
-                 schedulers: Mapping[str, torch.optim.lr_scheduler.LRScheduler], pixel: Mapping[str, Any],
-                 discriminator: nn.Module | None = None, loss: AdversarialLoss | None = None,
+    def __init__(self, *, generator: nn.Module, spec: DataSpec, pixel: Mapping[str, Any],
+                 discriminator: nn.Module | None = None,
                  perceptual: tuple[float, PerceptualLoss | None] = (0.0, None), adversarial_weight: float = 0.0,
-                 discriminator_weight: float = 1.0, pretrain: Mapping[str, Any] | None = None,
-                 init: str | None = None, regularizers: list | None = None) -> None:
+                 pretrain: Mapping[str, Any] | None = None, init: str | None = None, **options: Any) -> None:
+        """``pixel``, ``perceptual`` (weight, loss), ``adversarial_weight``, ``pretrain`` and ``init``: the model.*
+        options of the same names; no ``discriminator``: the pixel loss only. The rest is TranslationRecipe's."""
         networks = {"generator": generator, **({"discriminator": discriminator} if discriminator is not None else {})}
-        super().__init__(networks, optimizers, schedulers)
-        self.generator, self.discriminator, self.spec, self.loss = generator, discriminator, spec, loss
+        name = f"x{int(spec.scale)}"
+        super().__init__(networks=networks, spec=spec, **options,
+                         directions=[Direction(name, "generator", "lr", "hr", paired=True)])
+        self.generator, self.discriminator = generator, discriminator
         self.scale = int(spec.scale)
         self.pixel_criterion = pixel_loss(str(pixel.get("criterion", "l1")))
         self.pixel_weight = as_float("model.pixel.weight", pixel.get("weight", 1.0), minimum=0)
         self.perceptual_weight, self.perceptual = perceptual
         self.adversarial_weight = as_float("model.adversarial_weight", adversarial_weight, minimum=0)
-        self.discriminator_weight = as_float("model.discriminator_weight", discriminator_weight, minimum=0,
-                                             strictly_above=True)
         pretrain = dict(pretrain or {})
         self.pretrain_steps = int(pretrain.get("steps", 0)) if discriminator is not None else 0
         self.pretrain_criterion = pixel_loss(str(pretrain.get("criterion", "l1")))
         self.init = init
-        self.regularizers = list(regularizers or [])
         self.steps = 0  # training steps taken: decides the stage
-        name = f"x{self.scale}"
-        self.directions = {name: Direction(name, "generator", "lr", "hr", paired=True)}
         if discriminator is not None:
             self.warn_about_combinations(discriminator, log)
+            if not self.pretrain_steps and not init:
+                log.warning("the GAN stage starts from a random generator; the papers start it from a PSNR-oriented "
+                            "one: set model.generator.init=RUN (a srresnet/rrdbnet run) or model.pretrain.steps=N")
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> "SuperResolutionRecipe":
+    def arguments(cls, cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> dict[str, Any]:
         model = cfg.model
         require_keys(data_spec, ("lr", "hr"), model.get("name", "super_resolution"),
                      "super-resolution data (data=sr data.root=PATH)")
@@ -121,9 +121,7 @@ class SuperResolutionRecipe(TranslationRecipe):
                                           image_shape=tuple(data_spec.batch_keys["hr"][1:]))
             optimizers["discriminator"] = build_optimizer(cfg.optim, "discriminator", discriminator.parameters())
             loss = build_loss(cfg)
-            stage_start = int(pretrain.get("steps", 0))
-            if stage_start < 0:
-                raise UserError(f"model.pretrain.steps must be 0 or more, got {stage_start}")
+            stage_start = int(as_float("model.pretrain.steps", pretrain.get("steps", 0), minimum=0))
             if stage_start:
                 optimizers[PRETRAIN] = build_optimizer({**cfg.optim, "lr": pretrain.get("lr", cfg.optim.lr)},
                                                        "generator", generator.parameters())
@@ -134,14 +132,12 @@ class SuperResolutionRecipe(TranslationRecipe):
                 k: pretrain[k] for k in ("milestones", "gamma") if k in pretrain}}}, optimizers[PRETRAIN], **lengths)
         perceptual = build_perceptual(model.get("perceptual"), data_spec, device) if discriminator is not None \
             else (0.0, None)
-        recipe = cls(generator, data_spec, optimizers, schedulers, model.get("pixel") or {}, discriminator, loss,
-                     perceptual, model.get("adversarial_weight", 0.0), model.get("discriminator_weight", 1.0),
-                     pretrain, model.generator.get("init") or cfg.get("init"), build_regularizers(cfg))
-        recipe.average_weights("generator", checked_decay((cfg.get("ema") or {}).get("decay")))
-        if discriminator is not None and not stage_start and not recipe.init:
-            log.warning("the GAN stage starts from a random generator; the papers start it from a PSNR-oriented "
-                        "one: set model.generator.init=RUN (a srresnet/rrdbnet run) or model.pretrain.steps=N")
-        return recipe
+        return {"generator": generator, "spec": data_spec, "optimizers": optimizers, "schedulers": schedulers,
+                "pixel": model.get("pixel") or {}, "discriminator": discriminator, "loss": loss,
+                "perceptual": perceptual, "adversarial_weight": model.get("adversarial_weight", 0.0),
+                "discriminator_weight": model.get("discriminator_weight", 1.0), "pretrain": pretrain,
+                "init": model.generator.get("init") or cfg.get("init"), "regularizers": build_regularizers(cfg),
+                "averages": {"generator": ema_decay(cfg)}}
 
     # --- stages --------------------------------------------------------------------------------------
 
@@ -193,7 +189,7 @@ class SuperResolutionRecipe(TranslationRecipe):
         total = sum(terms.values())
         self.apply_update("generator", total, terms)
         requires_grad(self.discriminator, True)
-        d_total, scalars = self.discriminator_terms("d", self.discriminator, hr, output, self.discriminator_weight)
+        d_total, scalars = self.discriminator_terms("d", self.discriminator, hr, output)
         self.apply_update("discriminator", d_total, scalars)
         self.after_discriminator_step(self.discriminator)
         return {**{name: term.detach() for name, term in terms.items()}, "loss/g": total.detach(), **scalars,

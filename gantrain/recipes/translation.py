@@ -3,8 +3,8 @@ comparisons for the metrics, and the adversarial terms of its discriminators.
 
 A translation recipe names its directions (pix2pix: the one it was trained for; CycleGAN: AtoB and
 BtoA), each a generator network from one batch key to another. ``translate(images, direction)`` is
-all the translate task (gantrain/engine/translate.py) needs; reading files, padding, tiling and
-writing PNGs live there, once, for every such family.
+all the translate task (gantrain/tasks/translate.py) needs; reading files, padding, tiling
+(gantrain/engine/tiling.py) and writing PNGs live there, once, for every such family.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from torch.utils.data import Dataset
 from gantrain.data.source import DataSource, DataSpec
 from gantrain.engine.export_graph import ExportGraph, TranslateGraph
 from gantrain.errors import UserError, warn
+from gantrain.options import as_float
 from gantrain.losses.base import AdversarialLoss
 from gantrain.metrics.base import Comparison, Outputs
-from gantrain.recipes.base import Preview, Recipe
-from gantrain.recipes.gan import combination_problems
+from gantrain.recipes.base import Capabilities, Preview, Recipe
+from gantrain.recipes.adversarial import combination_problems, discriminator_objective
 from gantrain.regularizers.base import Regularizer
 from gantrain.registry import unknown_choice
 
@@ -100,13 +101,8 @@ def side_by_side(columns: Sequence[torch.Tensor]) -> Preview:
 
 
 class TranslationRecipe(Recipe):
-    """Base of pix2pix and CycleGAN: translate, previews, comparisons and discriminator terms."""
+    """Base of pix2pix, CycleGAN and super-resolution: translate, previews, comparisons and discriminator terms."""
 
-    directions: dict[str, Direction]
-    test_mode: str = "eval"
-    spec: DataSpec
-    loss: AdversarialLoss
-    regularizers: list[Regularizer]
     default_metrics = ("fid", "kid")
 
     sides: tuple[str, str] = ("source", "target")  # batch keys of the input and the output side
@@ -123,6 +119,21 @@ class TranslationRecipe(Recipe):
         keys = {cls.sides[0]: (channels_in, max(size // scale, 1), max(size // scale, 1)),
                 cls.sides[1]: (channels_out, size, size)}
         return DataSpec(shape=keys[cls.sides[1]], keys=keys, scale=scale, epoch_size=1)  # no training: any length
+
+    def __init__(self, *, networks: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
+                 schedulers: Mapping[str, torch.optim.lr_scheduler.LRScheduler], spec: DataSpec,
+                 directions: Sequence[Direction], loss: AdversarialLoss | None = None,
+                 regularizers: Sequence[Regularizer] = (), test_mode: str = "eval", discriminator_weight: float = 1.0,
+                 averages: Mapping[str, float | None] | None = None) -> None:
+        """What every image-to-image recipe keeps: the data it maps (``spec``), its ``directions``, the
+        adversarial ``loss`` and ``regularizers`` of its discriminators and the weight of their loss
+        (model.discriminator_weight), and how its generators run at test time (model.test_mode)."""
+        super().__init__(networks=networks, optimizers=optimizers, schedulers=schedulers, averages=averages)
+        self.spec, self.loss, self.regularizers = spec, loss, list(regularizers)
+        self.directions = {direction.name: direction for direction in directions}
+        self.test_mode = checked_test_mode(test_mode)
+        self.discriminator_weight = as_float("model.discriminator_weight", discriminator_weight, minimum=0,
+                                             strictly_above=True)
 
     def direction(self, name: str | None = None) -> Direction:
         """The named direction, or the model's first when None."""
@@ -182,9 +193,9 @@ class TranslationRecipe(Recipe):
         device = next(getattr(self, self.direction(direction).network).parameters()).device
         return torch.cat([self.translate(chunk.to(device), direction).float().cpu() for chunk in images.split(CHUNK)])
 
-    def sample(self, n: int, generator: torch.Generator, **conditions: object) -> torch.Tensor:
-        raise UserError(f"{type(self).__name__.removesuffix('Recipe')} translates images rather than drawing "
-                        "samples: use task=translate checkpoint=RUN input=FILE_OR_FOLDER out=FOLDER")
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(directions=tuple(self.directions), scale=int(self.spec.scale))
 
     def preview_inputs(self, reference: Mapping[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
         return {key: value.cpu() for key, value in reference.items()}
@@ -212,20 +223,14 @@ class TranslationRecipe(Recipe):
 
     # --- the adversarial terms both families use ----------------------------------------------------
 
-    def discriminator_terms(self, name: str, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                            weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``weight`` x the adversarial loss on real and (detached) generated inputs, plus the regularisers."""
-        real_scores, fake_scores = discriminator(real), discriminator(fake.detach())
-        adversarial = weight * self.loss.discriminator_loss(real_scores, fake_scores)
-        scalars = {f"loss/{name}": adversarial.detach(),
-                   **{f"{name}/{key}": value for key, value in self.loss.describe_scores(real_scores, fake_scores).items()}}
-        total = adversarial
-        for regularizer in self.regularizers:
-            added = regularizer.penalty(discriminator, real, fake.detach())
-            if added is not None:
-                total = total + added[0]
-                scalars.update({f"{name}/{key}": value for key, value in added[1].items()})
-        return total, scalars
+    def discriminator_terms(self, name: str, discriminator: nn.Module, real: torch.Tensor,
+                            fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """model.discriminator_weight x the adversarial loss on real and (detached) generated inputs, plus the
+        regularisers; scalars under ``loss/NAME`` and ``NAME/``."""
+        fake = fake.detach()
+        return discriminator_objective(self.loss, self.regularizers, discriminator, real, fake, discriminator(real),
+                                       discriminator(fake), weight=self.discriminator_weight, name=name,
+                                       prefix=f"{name}/")
 
     def generator_adversarial(self, discriminator: nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """The generator's adversarial loss against a (frozen) discriminator; relativistic losses also see D(real)."""

@@ -18,6 +18,8 @@ from gantrain.data.catalog import CATALOG, NamedSet
 from gantrain.data.download import FROM_TABLE
 from gantrain.data.named import folders, lookup
 
+WRITES_RUN_FOLDER = False  # writes into the download folder only
+
 
 def size_text(entry: NamedSet) -> str:
     """'3.5 GB' (published), '~30 MB' (approximate: the source publishes no size)."""

@@ -31,6 +31,8 @@ from gantrain.errors import UserError
 from gantrain.recipes.base import Recipe
 from gantrain.registry import unknown_choice
 
+WRITES_RUN_FOLDER = False  # writes only what out= names
+
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 METADATA_FILE = "gantrain.json"  # TorchScript: torch.jit.load(path, _extra_files={"gantrain.json": ""})
 ONNX_OPSET = 17

@@ -12,6 +12,8 @@ from omegaconf import DictConfig
 
 from gantrain.errors import UserError
 
+WRITES_RUN_FOLDER = False  # writes its table into the sweep folder
+
 
 def run(cfg: DictConfig) -> Any:
     from gantrain.sweeps.results import show, tabulate

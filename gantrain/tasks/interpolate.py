@@ -18,14 +18,16 @@ from gantrain.data.source import DataSpec
 from gantrain.engine.checkpoint import FORMAT_VERSION, resolve_checkpoint, serialize, write_atomic
 from gantrain.errors import UserError
 from gantrain.options import as_float
+from gantrain.recipes.ema import average_name, averaged_or_live
 
+WRITES_RUN_FOLDER = False  # writes only what out= names
 GENERATOR = "generator"
 
 
 def generator_of(saved: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
     """A checkpoint's generator weights (its average when the run kept one)."""
     networks = saved["recipe"]["networks"]
-    weights = networks.get(f"{GENERATOR}_ema", networks.get(GENERATOR))
+    weights = averaged_or_live(networks, GENERATOR)
     if weights is None:
         raise UserError(f"{path} holds no generator to interpolate (it has: {', '.join(networks)})")
     return weights
@@ -56,7 +58,7 @@ def blend(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float) 
             else b[key].clone() for key in b}
 
 
-def interpolate(cfg: DictConfig) -> Path:
+def run(cfg: DictConfig) -> Path:
     """``gantrain task=interpolate a=RUN_A b=RUN_B alpha=0.8 out=interp.pt``."""
     if not cfg.get("a") or not cfg.get("b"):
         raise UserError("task=interpolate needs a=RUN_OR_CHECKPOINT and b=RUN_OR_CHECKPOINT (alpha=0: a, 1: b)")
@@ -70,7 +72,7 @@ def interpolate(cfg: DictConfig) -> Path:
     path_b, b = resolve_checkpoint(cfg.b)
     check_compatible(a, b, path_a, path_b)
     blended = blend(generator_of(a, path_a), generator_of(b, path_b), alpha)
-    networks = {name: weights for name, weights in b["recipe"]["networks"].items() if name != f"{GENERATOR}_ema"}
+    networks = {name: weights for name, weights in b["recipe"]["networks"].items() if name != average_name(GENERATOR)}
     networks[GENERATOR] = blended
     averages = {name: n for name, n in b["recipe"].get("averages", {}).items() if name != GENERATOR}
     payload = {**b, "recipe": {**b["recipe"], "networks": networks, "averages": averages},

@@ -1,22 +1,19 @@
-"""``task=translate``: run a trained image-to-image model (pix2pix, CycleGAN, super-resolution) on files.
+"""``task=translate``: run a trained image-to-image model on files: a file, or a folder (recursively).
 
-Everything about files and sizes lives here, once, for every family that maps images to images: reading
-a file or a folder (recursively), converting to the channels the model was trained on, padding each image
-to the multiple its generator needs and cropping the output back, cutting large images into overlapping
-tiles so memory stays bounded, batching images of one size, a progress bar, and writing PNGs under the
-same relative names. A recipe only has to ``translate(images, direction)`` and describe itself in a
-``TranslationInfo`` (channels, multiple, scale).
+Files are read in the channels the model was trained on, batched by size, padded or tiled
+(gantrain/engine/tiling.py), translated by the recipe in the direction asked for, and written as PNGs
+under the same relative names, atomically, with a progress bar. Any recipe whose capabilities list
+directions (``Recipe.capabilities``) can be run this way.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from PIL import Image
 
@@ -24,60 +21,11 @@ from gantrain.data.image_bank import image_files, open_image, to_uint8_tensor
 from gantrain.data.image_bank import IMAGE_SUFFIXES
 from gantrain.engine.checkpoint import write_atomic
 from gantrain.engine.restore import load_trained
+from gantrain.engine.tiling import translate_images
 from gantrain.errors import UserError, warn
 from gantrain.options import positive_int
-from gantrain.recipes.translation import TranslationInfo
 
-AUTO_TILE = 512  # tile=null: images whose output would exceed AUTO_PIXELS are cut into tiles of this many input pixels
-AUTO_PIXELS = 2048 * 2048
-Translator = Callable[[torch.Tensor], torch.Tensor]
-
-
-def padded(translate: Translator, images: torch.Tensor, multiple: int, scale: int) -> torch.Tensor:
-    """``translate`` of images padded (reflected) to a multiple of ``multiple``, cropped back to scale x size."""
-    height, width = images.shape[-2:]
-    pad_h, pad_w = -height % multiple, -width % multiple
-    if pad_h or pad_w:
-        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-        images = F.pad(images, (0, pad_w, 0, pad_h), mode=mode)
-    return translate(images)[..., :height * scale, :width * scale]
-
-
-def tiled(translate: Translator, images: torch.Tensor, info: TranslationInfo, tile: int, overlap: int) -> torch.Tensor:
-    """``translate`` tile by tile: each tile is widened by ``overlap`` pixels of context on every side,
-    translated, and only its own part of the output kept, so seams vanish once the overlap covers the
-    network's receptive field (a U-Net's spans the whole image: its tiles are an approximation).
-    """
-    batch, _, height, width = images.shape
-    scale = info.scale
-    out = None
-    for top in range(0, height, tile):
-        for left in range(0, width, tile):
-            bottom, right = min(top + tile, height), min(left + tile, width)
-            y0, x0 = max(top - overlap, 0), max(left - overlap, 0)
-            y1, x1 = min(bottom + overlap, height), min(right + overlap, width)
-            piece = padded(translate, images[..., y0:y1, x0:x1], info.multiple, scale)
-            if out is None:
-                out = piece.new_empty(batch, piece.shape[1], height * scale, width * scale)
-            out[..., top * scale:bottom * scale, left * scale:right * scale] = \
-                piece[..., (top - y0) * scale:(bottom - y0) * scale, (left - x0) * scale:(right - x0) * scale]
-    return out
-
-
-def tile_for(height: int, width: int, info: TranslationInfo, tile: int | None) -> int | None:
-    """The tile size to use: the one asked for, else AUTO_TILE for outputs over AUTO_PIXELS, else none."""
-    if tile is not None:
-        return positive_int(tile, "tile")
-    return AUTO_TILE if height * width * info.scale ** 2 > AUTO_PIXELS else None
-
-
-def translate_images(translate: Translator, images: torch.Tensor, info: TranslationInfo, tile: int | None,
-                     overlap: int) -> torch.Tensor:
-    """Outputs for a batch of same-size images of any size: padded, and tiled when asked or when large."""
-    size = tile_for(images.shape[-2], images.shape[-1], info, tile)
-    if size is None or (images.shape[-2] <= size and images.shape[-1] <= size):
-        return padded(translate, images, info.multiple, info.scale)
-    return tiled(translate, images, info, size, overlap)
+WRITES_RUN_FOLDER = False  # writes only what out= names
 
 
 def input_files(target: str | None, out: Path) -> tuple[Path, list[Path]]:
@@ -135,7 +83,7 @@ def output_path(path: Path, base: Path, out: Path, single: bool) -> Path:
     return out / path.relative_to(base).with_suffix(".png")
 
 
-def translate_files(cfg: DictConfig) -> Path:
+def run(cfg: DictConfig) -> Path:
     """``gantrain task=translate checkpoint=RUN input=FILE_OR_FOLDER out=FOLDER [direction=] [tile=]``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -143,7 +91,7 @@ def translate_files(cfg: DictConfig) -> Path:
     model = load_trained(cfg.get("checkpoint"), cfg.device.name, "translate", cfg,
                          lambda recipe: recipe.direction(cfg.get("direction")).network)  # a bare file: this network
     recipe = model.recipe
-    if not hasattr(recipe, "translate"):
+    if not recipe.capabilities.directions:
         raise UserError(f"{model.path} holds a model={model.config.model.name} model, which draws images from "
                         "noise rather than translating them; use task=sample")
     direction = recipe.direction(cfg.get("direction"))

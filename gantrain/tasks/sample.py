@@ -1,4 +1,8 @@
-"""``task=sample``: draw from a trained generator into a grid PNG, a folder of PNGs or an .npz tensor."""
+"""``task=sample``: draw from a trained generator into a grid PNG, a folder of PNGs or an .npz tensor.
+
+Any recipe whose capabilities say it generates (``Recipe.capabilities``) can be sampled; ``class=`` is
+passed on to those that take a class.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ from gantrain.engine.restore import load_trained
 from gantrain.engine.visuals import image_grid, save_picture, scatter_image
 from gantrain.errors import UserError
 from gantrain.options import positive_int
-from gantrain.recipes.base import preview_rows
+from gantrain.recipes.base import Capabilities, preview_rows
 
+WRITES_RUN_FOLDER = False  # writes only what out= names
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -38,11 +43,26 @@ def write_samples(samples: torch.Tensor, target: str) -> Path:
     return out
 
 
-def sample(cfg: DictConfig) -> Path:
+def conditions(cfg: DictConfig, capabilities: Capabilities) -> dict[str, object]:
+    """The command line's conditions for ``Recipe.sample``: ``class=`` as ``label``, for a model that takes one."""
+    if cfg.get("class") is None:
+        return {}
+    if capabilities.classes is None:
+        raise UserError("this model is unconditional: class= applies only to conditional models")
+    return {"label": cfg.get("class")}
+
+
+def run(cfg: DictConfig) -> Path:
+    """``gantrain task=sample checkpoint=RUN n=64 out=grid.png [class=3]``."""
     positive_int(cfg.n, "n")
     trained = load_trained(cfg.get("checkpoint"), cfg.device.name, "sample", cfg, lambda recipe: "generator")
+    capabilities = trained.recipe.capabilities
+    if not capabilities.generates:
+        raise UserError(f"{trained.path} holds a model={trained.config.model.name} model, which translates images "
+                        "rather than drawing samples: use task=translate checkpoint=RUN input=FILE_OR_FOLDER out=FOLDER")
     with trained.recipe.averaged_weights():  # the generator's EMA, when the run kept one
-        samples = trained.recipe.sample(cfg.n, torch.Generator().manual_seed(cfg.seed), label=cfg.get("class"))
+        generator = torch.Generator().manual_seed(cfg.seed)
+        samples = trained.recipe.sample(cfg.n, generator, **conditions(cfg, capabilities))
     out = write_samples(samples, str(cfg.out))
     note = trained.recipe.sampling_note()  # e.g. the resolution a growing network had reached
     print(f"wrote {cfg.n} samples from {trained.path} (step {trained.step}) to {out}{f'; {note}' if note else ''}")
