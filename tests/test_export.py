@@ -22,9 +22,9 @@ from reference_archs import ReferenceResnetGenerator, ReferenceRRDBNet, esrgan_s
 
 from gantrain.cli import config_dir
 from gantrain.engine.restore import load_trained
-from gantrain.engine.sampling import sample
+from gantrain.tasks.sample import run as sample
 from gantrain.engine.trainer import Trainer
-from gantrain.engine.translate import translate_images
+from gantrain.engine.tiling import translate_images
 from gantrain.errors import UserError
 from gantrain.registry import load_builtin_parts
 from gantrain.tasks.export import metadata_of, run

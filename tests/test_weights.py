@@ -23,9 +23,9 @@ from reference_archs import (ReferenceNLayerDiscriminator, ReferenceResnetGenera
 
 from gantrain.cli import config_dir
 from gantrain.engine.restore import initialise
-from gantrain.engine.sampling import sample
+from gantrain.tasks.sample import run as sample
 from gantrain.engine.trainer import Trainer
-from gantrain.engine.translate import translate_files
+from gantrain.tasks.translate import run as translate_files
 from gantrain.engine.weight_files import check_options, fit, load_fitted, read_weights
 from gantrain.errors import UserError
 from gantrain.nets.patchgan import PatchGANDiscriminator

@@ -2,11 +2,11 @@
 
 - ``load_trained``: the model a task uses (sample, eval, translate, export). A gantrain run or checkpoint
   brings its own config; a bare weights file (a published one) goes into the network of the current preset
-  (``model=esrgan checkpoint=RRDB_ESRGAN_x4.pth``), built from the current config with its overrides, its
+  (``model=PRESET checkpoint=published_weights.pth``), built from the current config with its overrides, its
   channels and scale read from the file.
 - ``initialise``: a new training run's starting weights: ``init=RUN_OR_FILE`` loads every network the file
   has (generator, discriminators, averages), ``model.NODE.init`` one node's networks, ``model.NODE.init_SUFFIX``
-  one network of a node that builds several (CycleGAN's ``model.generator.init_ab``). Optimizers, schedules,
+  one network of a node that builds several (``model.generator.init_ab`` of a two-generator model). Optimizers, schedules,
   the step and the data position start fresh; a resumed run never reads these files again.
 """
 
