@@ -7,6 +7,7 @@ that diverged, 130 for Ctrl-C before training starts); ``debug=true`` or
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -47,6 +48,9 @@ def train_task(cfg: DictConfig) -> dict[str, float] | float:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    if cfg.get("pairing"):  # settings chosen for the user by model x data: say so, since nobody typed them
+        logging.getLogger("gantrain").info("applied configs/pairing/%s.yaml (settings for this model on this data; "
+                                           "the command line still wins)", cfg.pairing)
     if cfg.trainer.get("devices", 1) != 1 and "WORLD_SIZE" not in os.environ:
         if cfg.get("objective") is not None:
             raise UserError("objective= needs the training in this process: with trainer.devices>1, "

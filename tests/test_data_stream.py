@@ -237,7 +237,7 @@ def test_image_folder_cache_limit(tmp_path: Path) -> None:
 @pytest.mark.parametrize("preset", sorted(p.stem for p in CONFIGS.glob("*.yaml")))
 def test_data_presets_name_stream_keys_and_builder_options_only(preset: str) -> None:
     """Every preset sets on_device and hflip (off, as in the papers); the rest are its builder's options
-    (``defaults`` is Hydra's: a data config may declare its samples there, e.g. toy2d's ``samples: points``)."""
+    (``defaults`` is Hydra's: a data config may declare its kind of samples there, e.g. toy2d's ``kind: points``)."""
     cfg = OmegaConf.load(CONFIGS / f"{preset}.yaml")
     assert cfg.on_device == "auto" and cfg.hflip is False
     builder_options = inspect.signature(DATASETS.get(cfg.name)).parameters

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CPU = torch.device("cpu")
 NOISE_TO_IMAGE = ("gan", "cgan")  # recipes that draw samples from noise: their presets must run on points too
 PRESETS = sorted(p.stem for p in (config_dir() / "model").glob("*.yaml")
-                 if OmegaConf.load(p).model.recipe in NOISE_TO_IMAGE)  # presets added later included
+                 if OmegaConf.load(p).model.get("recipe") in NOISE_TO_IMAGE)  # presets added later included
 OWN_TRAINING = {  # what each preset keeps on points: its loss, optimizer and critic steps
     "gan": ("nonsaturating", "adam", 1), "dcgan": ("nonsaturating", "adam", 1), "wgan": ("wasserstein", "rmsprop", 5),
     "wgan_gp": ("wasserstein", "adam", 5), "cgan": ("nonsaturating", "adam", 1), "cgan_mlp": ("nonsaturating", "adam", 1)}
@@ -57,7 +57,7 @@ def shrink(cfg: DictConfig, width: int = 16, batch_size: int = 32) -> DictConfig
 def test_every_preset_trains_on_points_with_toy_networks_and_its_own_training(preset: str) -> None:
     cfg = composed(f"model={preset}", "data=toy2d", "data.num_samples=256")
     conditional = preset.startswith("cgan")
-    assert cfg.data.samples == "points"
+    assert cfg.data.kind == "points"
     for role in ("generator", "discriminator"):
         network = cfg.model[role]
         assert network.name == ("conditional_" if conditional else "") + f"mlp_{role}"
@@ -81,7 +81,7 @@ def test_every_preset_trains_on_points_with_toy_networks_and_its_own_training(pr
 def test_image_data_keeps_each_presets_image_networks(preset: str) -> None:
     assert preset in PRESETS  # found as a noise-to-image preset, so also trained on points above
     cfg = composed(f"model={preset}")  # the default data: digits, images
-    assert "samples" not in cfg.data and cfg.model.generator.name == IMAGE_GENERATORS[preset]
+    assert "kind" not in cfg.data and cfg.model.generator.name == IMAGE_GENERATORS[preset]
     if preset == "wgan_gp":  # the paper's image settings, not its toy code's
         assert cfg.model.latent_dim == 128 and cfg.regularizers.gradient_penalty.weight == 10
         assert list(cfg.optim.betas) == [0.0, 0.9] and cfg.trainer.batch_size == 64
@@ -201,4 +201,4 @@ def test_the_cli_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> No
 def test_cfg_job_shows_the_point_networks_picked(tmp_path: Path) -> None:
     """``gantrain model=wgan_gp data=toy2d`` works as typed; --cfg job shows what the data made it pick."""
     shown = run_cli("model=wgan_gp", "data=toy2d", *FAST, "--cfg", "job", cwd=tmp_path).stdout
-    assert "samples: points" in shown and "name: mlp_generator" in shown and "dcgan" not in shown
+    assert "kind: points" in shown and "name: mlp_generator" in shown and "dcgan" not in shown
