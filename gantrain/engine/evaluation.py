@@ -329,7 +329,7 @@ def evaluation_metrics(cfg: DictConfig, trained: DictConfig, defaults: Sequence[
     if options.features == INCEPTION and inception and len(inception) < len(names):
         if not inception_available(options.get("inception_weights"), bool(options.get("download", True))):
             warn(f"skipping {', '.join(inception)}: the Inception weights {INCEPTION_FILE} are not available "
-                 "offline (see README 'Offline use'); name the metrics with metrics.names to be told what to fetch")
+                 "offline (see docs/metrics.md); name the metrics with metrics.names to be told what to fetch")
             names = [name for name in names if name not in inception]
     options.names = names
     return options
