@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -85,12 +86,18 @@ def compose_config(*overrides: str, hydra: bool = False) -> DictConfig:
         return compose(CONFIG_NAME, overrides=list(overrides), return_hydra_config=hydra)
 
 
-def tensorboard_scalars(run: Path) -> dict[str, dict[int, float]]:
-    """Every scalar a run logged, as {tag: {step: value}}, read back from RUN/tensorboard."""
+def tensorboard_events(run: Path) -> Any:
+    """What a run wrote to RUN/tensorboard, read back (an EventAccumulator)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
+    return events
+
+
+def tensorboard_scalars(run: Path) -> dict[str, dict[int, float]]:
+    """Every scalar a run logged, as {tag: {step: value}}."""
+    events = tensorboard_events(run)
     return {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
 
 

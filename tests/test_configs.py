@@ -16,7 +16,7 @@ from gantrain.cli import config_dir
 CONFIGS = config_dir()
 PAIRINGS = sorted(p.stem for p in (CONFIGS / "pairing").glob("*.yaml"))
 # a name users type that only includes another file, and why it exists
-ALIASES = {"optim/adam_wgan_gp_images.yaml": "wgan_gp picks its optimizer by data.kind (the points get the toy code's); "
+ALIASES = {"optim/adam_wgan_gp_images.yaml": "wgan_gp picks its optimizer by data.kind (points: the toy code's); "
                                             "optim=adam_wgan_gp stays the name to type"}
 
 
