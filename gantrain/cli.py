@@ -7,6 +7,7 @@ that diverged, 130 for Ctrl-C before training starts); ``debug=true`` or
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys

@@ -7,10 +7,12 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from omegaconf import DictConfig
 
 from gantrain.registry import load_builtin_parts
 
@@ -69,6 +71,34 @@ def run_cli(*args: str, cwd: Path, check: bool = True, timeout: float = 300,
     if check and result.returncode != 0:
         raise AssertionError(f"gantrain {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result
+
+
+def compose_config(*overrides: str, hydra: bool = False) -> DictConfig:
+    """The config ``gantrain OVERRIDES`` runs with, composed in-process (milliseconds, not a subprocess's seconds).
+
+    ``hydra=True`` keeps the ``hydra`` node (launcher, sweeper, run folder) for tests that need it.
+    """
+    from hydra import compose, initialize_config_dir
+
+    from gantrain.cli import CONFIG_NAME, config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(CONFIG_NAME, overrides=list(overrides), return_hydra_config=hydra)
+
+
+def tensorboard_events(run: Path) -> Any:
+    """What a run wrote to RUN/tensorboard, read back (an EventAccumulator)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    return events
+
+
+def tensorboard_scalars(run: Path) -> dict[str, dict[int, float]]:
+    """Every scalar a run logged, as {tag: {step: value}}."""
+    events = tensorboard_events(run)
+    return {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
 
 
 def flatten_state(tree, prefix: str = "") -> dict:

@@ -7,11 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from conftest import FAST, assert_same_training_state, run_cli, train_straight_and_resumed
-from gantrain.cli import config_dir
+from conftest import FAST, assert_same_training_state, compose_config, run_cli, train_straight_and_resumed
 from gantrain.data.source import DataSpec, TensorImages
 from gantrain.data.stream import BatchStream
 from gantrain.engine.trainer import build_recipe
@@ -31,9 +29,7 @@ TINY_CLI = ["model=cgan", "model.generator.base_channels=8", "model.discriminato
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def config(*overrides: str):
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose("gantrain", list(overrides))
+config = compose_config
 
 
 def recipe_for(spec: DataSpec, *overrides: str, seed: int = 0) -> CGANRecipe:

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import Dataset
 
+from conftest import compose_config
 from gantrain.data.source import DataSource, DataSpec, TensorImages, TensorPoints
 from gantrain.data.stream import BatchStream, keeps_on_device, mirror
 from gantrain.data.build import DATA_LOOP_KEYS, build_data
@@ -242,8 +242,7 @@ def test_image_folder_cache_limit(tmp_path: Path) -> None:
 def test_data_presets_name_stream_keys_and_builder_options_only(preset: str) -> None:
     """Every preset sets on_device and hflip (off, as in the papers); the rest are its builder's options
     (a named dataset's builder takes its own download options and passes the rest to its layout's builder)."""
-    with initialize_config_dir(str(CONFIGS.parent), version_base="1.3"):
-        cfg = compose("gantrain", [f"data={preset}"]).data
+    cfg = compose_config(f"data={preset}").data
     assert cfg.on_device == "auto" and cfg.hflip is False
     builder_options = set(inspect.signature(DATASETS.get(cfg.name)).parameters)
     if cfg.name in CATALOG:

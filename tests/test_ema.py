@@ -6,10 +6,9 @@ import math
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from torch import nn
 
-from conftest import FAST, REPO, assert_same_training_state, run_cli, train_straight_and_resumed
+from conftest import FAST, assert_same_training_state, compose_config, run_cli, train_straight_and_resumed
 from gantrain.data.source import DataSpec
 from gantrain.errors import UserError
 from gantrain.recipes.ema import WeightAverage, checked_decay
@@ -65,9 +64,8 @@ def test_bad_decay_is_a_user_error(value):
 
 def toy_recipe(*overrides: str) -> GANRecipe:
     load_builtin_parts()
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("gantrain", overrides=["model=gan", "data=toy2d", "model.generator.hidden=[16]",
-                                              "model.discriminator.hidden=[16]", *overrides])
+    cfg = compose_config("model=gan", "data=toy2d", "model.generator.hidden=[16]", "model.discriminator.hidden=[16]",
+                         *overrides)
     return GANRecipe.from_config(cfg, DataSpec(shape=(2,), bounded=False), torch.device("cpu"))
 
 

@@ -13,14 +13,12 @@ from typing import Any
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import FAST, run_cli
-from gantrain.cli import config_dir, main, run_task
+from conftest import FAST, compose_config, run_cli, tensorboard_scalars
+from gantrain.cli import main, run_task
 
 LRS = (1e-4, 2e-4)
 MODELS = ("gan", "dcgan")
@@ -97,19 +95,12 @@ def fresh_hydra():
 
 def train_in_process(run_dir: Path, *overrides: str) -> Any:
     """``run_task`` as a Hydra job runs it, without a subprocess's start-up (about a second instead of seven)."""
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("gantrain", overrides=list(overrides), return_hydra_config=True)
+    cfg = compose_config(*overrides, hydra=True)
     cfg.hydra.runtime.output_dir = str(run_dir)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
     return run_task(cfg)
-
-
-def tensorboard_scalar(run: Path, tag: str) -> dict[int, float]:
-    events = EventAccumulator(str(run / "tensorboard"))
-    events.Reload()
-    return {e.step: e.value for e in events.Scalars(tag)}
 
 
 @pytest.mark.usefixtures("fresh_hydra", "one_torch_thread")
@@ -118,7 +109,7 @@ def test_objective_returns_the_named_scalar_as_a_float(tmp_path: Path) -> None:
     value = train_in_process(tmp_path / "one", *TINY_RUN, "objective=loss/d")
     assert type(value) is float  # what hydra-optuna-sweeper takes
     assert value == scalars["loss/d"]  # the same seeded run: the very value logged at the last step
-    assert tensorboard_scalar(tmp_path / "one", "loss/d")[2] == pytest.approx(value, rel=1e-6)  # float32 on disk
+    assert tensorboard_scalars(tmp_path / "one")["loss/d"][2] == pytest.approx(value, rel=1e-6)  # float32 on disk
 
 
 @pytest.mark.usefixtures("fresh_hydra", "one_torch_thread")
@@ -181,7 +172,7 @@ def test_optuna_study_through_the_submitit_launcher_reports_the_best_value(tmp_p
     results = OmegaConf.load(sweep / "optimization_results.yaml")
     trials = sorted((p for p in sweep.iterdir() if p.name[0].isdigit() and not p.is_symlink()), key=lambda p: p.name)
     assert [p.name.split("_")[0] for p in trials] == ["0", "1"]  # named N_optim.lr=...,optim.betas.0=...
-    values = [tensorboard_scalar(trial, "loss/d")[2] for trial in trials]
+    values = [tensorboard_scalars(trial)["loss/d"][2] for trial in trials]
     assert isinstance(results.best_value, float)
     assert results.best_value == pytest.approx(min(values), rel=1e-6)  # minimize: the lower trial's loss/d
     best = trials[values.index(min(values))]

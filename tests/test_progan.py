@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import FAST, assert_same_training_state, train_straight_and_resumed
-from gantrain.cli import config_dir
+from conftest import FAST, assert_same_training_state, compose_config, tensorboard_scalars, train_straight_and_resumed
 from gantrain.data.build import build_data
 from gantrain.data.source import DataSpec
 from gantrain.engine.restore import load_trained
@@ -44,8 +40,7 @@ TOTAL_STEPS = 27
 
 
 def config(*overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("gantrain", overrides=[*TINY, *FAST, *overrides])
+    return compose_config(*TINY, *FAST, *overrides)
 
 
 def tiny_networks(size: int = 16, channels: int = 3) -> tuple[ProGANGenerator, ProGANDiscriminator]:
@@ -204,12 +199,6 @@ def test_gradient_penalty_is_measured_on_the_final_resolution_image_as_in_the_of
 # --------------------------------------------------------------------------- resume, sampling, precision
 
 
-def event_scalars(run: Path, tag: str) -> dict[int, float]:
-    events = EventAccumulator(str(run / "tensorboard"))
-    events.Reload()
-    return {e.step: e.value for e in events.Scalars(tag)}
-
-
 def test_resume_in_the_middle_of_a_fade_in_continues_bitwise_like_a_straight_run(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny networks: thread hand-offs would cost more than the maths
     # step 14 stops with 16x16 fading in (alpha 0.25 -> 0.375), after the batch size changed
@@ -222,7 +211,7 @@ def test_resume_in_the_middle_of_a_fade_in_continues_bitwise_like_a_straight_run
     assert_same_training_state(a, b)
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
     for tag in ("loss/d", "growth/alpha"):
-        assert event_scalars(straight, tag) == event_scalars(split, tag)
+        assert tensorboard_scalars(straight)[tag] == tensorboard_scalars(split)[tag]
 
 
 def test_sample_stopped_early_draws_at_the_resolution_reached_and_says_so(tmp_path, capsys):

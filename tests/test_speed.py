@@ -6,11 +6,9 @@ import copy
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from torch import nn
 
-from conftest import FAST, run_cli
-from gantrain.cli import config_dir
+from conftest import FAST, compose_config, run_cli
 from gantrain.engine.acceleration import Precision, compile_networks, set_cuda_flags, to_channels_last
 from gantrain.engine.run_log import DATA_SHARE, IMAGES_PER_SECOND, Throughput, speed_text
 from gantrain.data.build import build_data
@@ -30,8 +28,7 @@ WGAN_GP_MLP = ["model=gan", "data=toy2d", "loss=wasserstein", "optim=adam_wgan_g
 
 def recipe_and_batches(overrides: list[str], n_batches: int = 5) -> tuple[Recipe, list[dict[str, torch.Tensor]]]:
     """A recipe exactly as ``gantrain OVERRIDES`` builds it, and a few real batches of its data."""
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        cfg = compose("gantrain", [*overrides, "device=cpu"])
+    cfg = compose_config(*overrides, "device=cpu")
     source = build_data(cfg.data)
     torch.manual_seed(0)
     recipe = build_recipe(cfg, source.spec, CPU)

@@ -11,13 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
 
-from conftest import FAST, assert_same_training_state, run_cli, train_straight_and_resumed
-from gantrain.cli import config_dir
+from conftest import FAST, assert_same_training_state, compose_config, run_cli, train_straight_and_resumed
 from gantrain.data.build import build_data
 from gantrain.tasks.interpolate import run as interpolate
 from gantrain.engine.trainer import build_recipe
@@ -141,8 +139,7 @@ def test_esrgan_trains_both_stages_resumes_exactly_across_the_switch_and_interpo
                                       "out": str(tmp_path / "x.pt")}))
 
     # a GAN stage started from an earlier run's generator (model.generator.init): loaded when a new run starts
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        cfg = compose("gantrain", [*common, "model.pretrain.steps=0", f"model.generator.init={psnr_stage}"])
+    cfg = compose_config(*common, "model.pretrain.steps=0", f"model.generator.init={psnr_stage}")
     source = build_data(cfg.data)
     recipe = build_recipe(cfg, source.spec, torch.device("cpu"))
     initialise(recipe, cfg, source.spec)  # what the loop does before a new run's first step

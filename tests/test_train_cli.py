@@ -12,24 +12,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import FAST, REPO, assert_same_training_state, run_cli, train_straight_and_resumed
+from conftest import (FAST, REPO, assert_same_training_state, compose_config, run_cli, tensorboard_events,
+                      tensorboard_scalars, train_straight_and_resumed)
 
 TINY = {"gan": ["model.generator.hidden=[32]", "model.discriminator.hidden=[32]"],
         "dcgan": ["model.generator.base_channels=8", "model.discriminator.base_channels=8"]}
-
-
-def tensorboard_scalars(run: Path) -> dict[str, dict[int, float]]:
-    events = EventAccumulator(str(run / "tensorboard"))
-    events.Reload()
-    return {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
-
-
-def tensorboard_images(run: Path) -> list[str]:
-    events = EventAccumulator(str(run / "tensorboard"))
-    events.Reload()
-    return events.Tags()["images"]
 
 
 @pytest.mark.parametrize("model", ["gan", "dcgan"])
@@ -53,7 +41,7 @@ def test_train_on_mnist_idx_files_writes_checkpoint_events_and_grid(model, mnist
     scalars = tensorboard_scalars(run)
     assert {"loss/d", "loss/g", "D(x)", "D(G(z))", "lr/generator", "lr/discriminator"} <= set(scalars)
     assert sorted(scalars["loss/d"]) == [1, 2, 4]
-    assert "samples" in tensorboard_images(run)
+    assert "samples" in tensorboard_events(run).Tags()["images"]
 
     grid = Image.open(run / "samples" / "step_0000004.png")
     assert grid.size == (4 * (28 + 2) + 2, 4 * (28 + 2) + 2)  # 4x4 images of 28px with make_grid's 2px padding
@@ -128,15 +116,11 @@ def test_toy2d_logs_a_scatter_plot(tmp_path):
 
 def sample_in_process(*overrides: str) -> Path:
     """``gantrain task=sample OVERRIDES`` without a subprocess's start-up (the CLI path is tested above and below)."""
-    from hydra import compose, initialize_config_dir
-
-    from gantrain.cli import config_dir
     from gantrain.tasks.sample import run as sample
     from gantrain.registry import load_builtin_parts
 
     load_builtin_parts()
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return sample(compose("gantrain", ["task=sample", "device=cpu", *overrides]))
+    return sample(compose_config("task=sample", "device=cpu", *overrides))
 
 
 def test_sample_task_writes_grid_folder_and_npz(tmp_path):

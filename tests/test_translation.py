@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
 
-from conftest import FAST, assert_same_training_state, run_cli, train_straight_and_resumed
+from conftest import FAST, assert_same_training_state, compose_config, run_cli, train_straight_and_resumed
 from gantrain.data.build import build_data
 from gantrain.data.demo_photos import build_paired_demo, build_unpaired_demo, vintage
 from gantrain.data.stream import BatchStream
@@ -349,9 +349,6 @@ def test_the_demos_build_from_the_installed_photos(tmp_path):
 @pytest.mark.parametrize("preset", ["pix2pix", "cyclegan"])
 def test_a_step_under_bf16_and_channels_last_tracks_float32(tmp_path, preset):
     """The speed options act on translation recipes as on every other: same losses up to bf16's precision."""
-    from hydra import compose, initialize_config_dir
-
-    from gantrain.cli import config_dir
     from gantrain.engine.acceleration import Precision, channels_last_batch, to_channels_last
     from gantrain.engine.trainer import build_recipe
 
@@ -359,8 +356,7 @@ def test_a_step_under_bf16_and_channels_last_tracks_float32(tmp_path, preset):
         overrides, root = TINY_PIX2PIX, write_side_by_side(tmp_path / "d", {"train": 2})
     else:
         overrides, root = TINY_CYCLEGAN, write_unpaired(tmp_path / "d", {"trainA": 2, "trainB": 2})
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        cfg = compose("gantrain", [*overrides, f"data.root={root}"])
+    cfg = compose_config(*overrides, f"data.root={root}")
     source = build_data(cfg.data)
     batch = source.dataset.get_batch(torch.arange(1), torch.full((1, source.dataset.random_numbers), 0.25))
     losses = {}

@@ -7,18 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import FAST, run_cli
+from conftest import FAST, compose_config, run_cli, tensorboard_scalars
 
 TINY_DCGAN = ["model.generator.base_channels=8", "model.discriminator.base_channels=8"]
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")  # BatchNorm statistics: not weights
-
-
-def tensorboard_scalars(run: Path) -> dict[str, dict[int, float]]:
-    events = EventAccumulator(str(run / "tensorboard"))
-    events.Reload()
-    return {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
 
 
 def optimizer_steps(state: dict) -> set[float]:
@@ -140,9 +133,6 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def test_wgan_gp_moves_generated_points_onto_the_8_gaussians(one_torch_thread):
-    from hydra import compose, initialize_config_dir
-
-    from gantrain.cli import config_dir
     from gantrain.data.stream import BatchStream
     from gantrain.engine.rng import seed_everything
     from gantrain.data.build import build_data
@@ -152,12 +142,11 @@ def test_wgan_gp_moves_generated_points_onto_the_8_gaussians(one_torch_thread):
 
     load_builtin_parts()
     steps = 1000
-    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-        cfg = compose("gantrain", overrides=[
+    cfg = compose_config(
             "model=gan", "data=toy2d", "data.name=8gaussians", "data.num_samples=4096", "loss=wasserstein",
             "optim=adam_wgan_gp", "optim.lr=2e-3", "model.n_critic=5", "+regularizers.gradient_penalty.weight=10",
             "model.generator.hidden=[128,128]", "model.discriminator.hidden=[128,128]", "trainer.batch_size=64",
-            f"trainer.max_steps={steps}", "trainer.seed=0", "device=cpu"])
+            f"trainer.max_steps={steps}", "trainer.seed=0", "device=cpu")
     seed_everything(0)
     source = build_data(cfg.data)
     recipe = build_recipe(cfg, source.spec, torch.device("cpu"))

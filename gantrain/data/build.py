@@ -9,8 +9,9 @@ from gantrain.data.source import DataSource
 from gantrain.data.stream import BatchStream
 from gantrain.registry import DATASETS
 
-# data-group keys read by the loop, or (samples: images | points) by the model presets, not passed to the dataset builder
-DATA_LOOP_KEYS = ("name", "samples", *BatchStream.CONFIG_KEYS)
+# data-group keys read by the loop, or (kind: images | points) by the model presets, not passed to the dataset builder;
+# "samples" is kind's name in checkpoints written before the rename
+DATA_LOOP_KEYS = ("name", "kind", "samples", *BatchStream.CONFIG_KEYS)
 
 
 def build_data(data_cfg: Mapping[str, Any], held_out_only: bool = False) -> DataSource:

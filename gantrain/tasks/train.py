@@ -6,6 +6,7 @@ Returns what sweepers optimise: the value ``objective`` names, else the last log
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,9 @@ def run(cfg: DictConfig) -> dict[str, float] | float:
     """Train; return the value ``objective`` names as a float (what sweepers such as Optuna optimise), else the last scalars."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    if cfg.get("pairing"):  # settings chosen for the user by model x data: say so, since nobody typed them
+        logging.getLogger("gantrain").info("applied configs/pairing/%s.yaml (settings for this model on this data; "
+                                           "the command line still wins)", cfg.pairing)
     if cfg.trainer.get("devices", 1) != 1 and "WORLD_SIZE" not in os.environ:
         if cfg.get("objective") is not None:
             raise UserError("objective= needs the training in this process: with trainer.devices>1, "
