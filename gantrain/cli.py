@@ -7,7 +7,6 @@ that diverged, 130 for Ctrl-C before training starts); ``debug=true`` or
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sys

@@ -16,11 +16,11 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 
 from gantrain.data.catalog import Archive, NamedSet
+from gantrain.data.lock import one_at_a_time
 from gantrain.errors import UserError
 from gantrain.pretrained import OFFLINE_ENV, offline
 
@@ -88,27 +88,11 @@ def prepare(entry: NamedSet, download_dir: str | None = None, mirror: str | None
         if (root / archive.folder / COMPLETE).is_file():
             continue
         writable(root)
-        with one_at_a_time(root / f".{archive.filename}.lock"):
+        waiting = f"waiting for another process fetching {archive.filename}"
+        with one_at_a_time(root / f".{archive.filename}.lock", waiting):
             if not (root / archive.folder / COMPLETE).is_file():  # another process may have finished it meanwhile
                 unpack(archive, fetch(archive, root, mirror_urls(mirror), checksums[archive.filename]), root)
     return root
-
-
-@contextmanager
-def one_at_a_time(lock: Path) -> Iterator[None]:
-    """One process fetches an archive while others (data-parallel ranks, a second job) wait, then find it done."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    with open(lock, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another process fetching %s", lock.name[1:-5])
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def writable(root: Path) -> None:

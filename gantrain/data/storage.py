@@ -28,8 +28,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 
 from gantrain.data.image_bank import ImageBank, decode_all, offset_table
+from gantrain.data.lock import one_at_a_time
 from gantrain.errors import UserError
 from gantrain.options import positive_number
 from gantrain.registry import unknown_choice
@@ -195,7 +195,8 @@ class Storage:
         identity = json.dumps({"format": CACHE_FORMAT, "key": dict(key), "folder": folder}, sort_keys=True, default=str)
         entry = root / f"{_slug(Path(folder).name)}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
         stamp = fingerprint(files)
-        with _locked(entry.with_name(entry.name + ".lock"), what):
+        waiting = f"data.storage=disk: waiting for another process to cache {what}"
+        with one_at_a_time(entry.with_name(entry.name + ".lock"), waiting):
             if not _complete(entry, stamp, len(files)):
                 self._build(entry, files, prepare, identity, stamp, what, nbytes)
             else:
@@ -236,26 +237,6 @@ def _estimate(files: Sequence[Path], prepare: Prepare) -> tuple[list[torch.Tenso
     """The first file's parts, and the decoded size of all the files were they all like it."""
     first = list(prepare(files[0]))
     return first, sum(part.numel() for part in first) * len(files)
-
-
-@contextmanager
-def _locked(path: Path, what: str) -> Iterator[None]:
-    """Hold ``path``'s exclusive lock: one process builds a cache while the others (other ranks) wait for it."""
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): one process per machine is all that is supported there
-        yield
-        return
-    with open(path, "a+b") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("data.storage=disk: waiting for another process to cache %s", what)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _complete(entry: Path, stamp: str, count: int) -> bool:

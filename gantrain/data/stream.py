@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from gantrain.data.source import DataSource, TensorSamples
+from gantrain.data.source import DataSource
 from gantrain.errors import UserError
 from gantrain.registry import unknown_choice
 

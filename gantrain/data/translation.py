@@ -30,7 +30,7 @@ from gantrain.data.image_bank import (GREY_MODES, BankSet, ImageBank, as_float, 
 from gantrain.data.source import DataSource, DataSpec
 from gantrain.data.storage import Storage
 from gantrain.errors import UserError
-from gantrain.options import positive_int, positive_number
+from gantrain.options import positive_int
 from gantrain.registry import DATASETS, unknown_choice
 
 log = logging.getLogger("gantrain")
