@@ -45,7 +45,26 @@ def run_task(cfg: DictConfig) -> Any:
     import_plugins(cfg.get("plugins"))
     if cfg.task not in tasks.names():
         raise UserError(unknown_choice("task", cfg.task, tasks.names()))
+    if not tasks.declared(cfg.task, "WRITES_RUN_FOLDER"):
+        log_to_stderr()
     return tasks.run(cfg.task, cfg)
+
+
+def log_to_stderr() -> None:
+    """A task without a run folder has no log file: its progress lines and warnings go to stderr.
+
+    Hydra's ``job_logging=disabled`` also disables loggers made before it (a callback's), so this one is
+    switched back on.
+    """
+    import logging
+
+    log = logging.getLogger("gantrain")
+    log.disabled = False
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("gantrain: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
 
 
 def _split(arg: str) -> tuple[str, str] | None:
@@ -136,8 +155,7 @@ def sample_arguments(args: list[str]) -> list[str]:
 
 
 def results_arguments(args: list[str]) -> list[str]:
-    """task=results: ``sweep=DIR`` is ``results.sweep=DIR`` (``sweep`` alone names the sweep config group);
-    the table goes into the sweep folder, so no run folder of its own."""
+    """task=results: ``sweep=DIR`` is ``results.sweep=DIR`` (``sweep`` alone names the sweep config group)."""
     if "task=results" not in args:
         return args
     return [f"results.{arg}" if override_key(arg) == "sweep" and arg[0] not in "+~" else arg for arg in args]

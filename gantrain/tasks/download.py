@@ -8,7 +8,6 @@ checksums).
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +36,6 @@ def listing() -> str:
                      for n, s, layout, source in rows)
 
 
-def _show_progress_lines() -> None:
-    """This task runs without a log file: its progress lines (downloading, unpacking) go to stderr."""
-    log = logging.getLogger("gantrain")
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("gantrain: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-
-
 def run(cfg: DictConfig) -> Any:
     """Download ``name`` (or data=NAME's dataset), printing where its folders are; no name: list them all."""
     data = cfg.get("data") or {}
@@ -56,7 +45,6 @@ def run(cfg: DictConfig) -> Any:
         print("fetch one with: gantrain task=download name=NAME (train on it with data=NAME)")
         return None
     entry = lookup(str(name))
-    _show_progress_lines()
     own = data.get("name") == name  # data=NAME on the command line: its download options apply
     located = folders(entry, data.get("download_dir") if own else None, data.get("mirror") if own else None,
                       data.get("sha256", FROM_TABLE) if own else FROM_TABLE)
