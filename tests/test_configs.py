@@ -11,6 +11,7 @@ from omegaconf import OmegaConf, open_dict
 
 from conftest import compose_config
 from gantrain import cli
+from gantrain.tasks import train
 from gantrain.cli import config_dir
 
 CONFIGS = config_dir()
@@ -54,7 +55,7 @@ def test_the_log_says_which_pairing_was_applied(monkeypatch, caplog, tmp_path: P
         def fit(self) -> dict[str, float]:
             return {}
 
-    monkeypatch.setattr("gantrain.engine.trainer.Trainer", NoTraining)
+    monkeypatch.setattr("gantrain.tasks.train.Trainer", NoTraining)
     cfg = compose_config("model=progan", "data=digits", hydra=True)
     cfg.hydra.runtime.output_dir = str(tmp_path)
     HydraConfig.instance().set_config(cfg)
@@ -62,7 +63,7 @@ def test_the_log_says_which_pairing_was_applied(monkeypatch, caplog, tmp_path: P
         del cfg["hydra"]
     try:
         with caplog.at_level(logging.INFO, logger="gantrain"):
-            cli.train_task(cfg)
+            train.run(cfg)
     finally:
         HydraConfig.instance().cfg = None
     assert "applied configs/pairing/progan_digits.yaml" in caplog.text

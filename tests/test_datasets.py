@@ -28,6 +28,7 @@ from gantrain.data import catalog, download
 from gantrain.data.download import COMPLETE, prepare
 from gantrain.data.named import build_named, lookup
 from gantrain.cli import NO_RUN_FOLDER, run_task, sample_arguments
+from gantrain.sweeps.arguments import flags_first
 from gantrain.errors import UserError
 
 TINY_PIX2PIX = ["model=pix2pix", "data.load_size=36", "data.crop_size=32", "model.generator.base_channels=4",
@@ -203,7 +204,8 @@ def test_task_download_fetches_by_name_and_lists_every_name(tmp_path, server, ca
     unknown = run_cli("task=download", "name=edges2shoe", cwd=tmp_path, check=False)
     assert unknown.returncode == 2 and "did you mean 'edges2shoes'" in unknown.stderr and "facades" in unknown.stderr
     # no run folder for this task, and its command still shows the composed config (--cfg job stays last)
-    assert sample_arguments(["task=download", "--cfg", "job"]) == ["task=download", *NO_RUN_FOLDER, "--cfg", "job"]
+    assert flags_first(sample_arguments(["task=download", "--cfg", "job"])) == ["--cfg", "job", "task=download",
+                                                                                *NO_RUN_FOLDER]
 
 
 # --- sources: mirrors, fall-through, checksums, offline, resume ------------------------------------------------
