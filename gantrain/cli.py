@@ -21,7 +21,7 @@ from gantrain.errors import UserError
 from gantrain.registry import import_plugins, load_builtin_parts, unknown_choice
 
 CONFIG_NAME = "gantrain"
-GROUPS = ("model", "loss", "data", "optim", "device", "trainer")
+GROUPS = ("model", "loss", "data", "optim", "device", "trainer", "augment")
 OVERRIDE = re.compile(r"^(?P<prefix>\+\+|\+|~)?(?P<key>[\w./@-]+)=(?P<value>.*)$")
 MERGE_ERROR = re.compile(r"^Error merging override (?P<key>[^=\s]+)=(?P<value>.*)$")  # Hydra's words
 

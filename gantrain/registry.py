@@ -121,9 +121,10 @@ SCHEDULES = Registry("lr schedule")
 RECIPES = Registry("recipe")
 REGULARIZERS = Registry("regularizer")
 METRICS = Registry("metric")
+AUGMENTATIONS = Registry("augmentation")
 
 
 def load_builtin_parts() -> None:
     """Register everything gantrain ships (idempotent)."""
-    for package in ("nets", "losses", "regularizers", "data", "optim", "recipes", "metrics"):
+    for package in ("nets", "losses", "regularizers", "data", "optim", "recipes", "metrics", "augment"):
         import_submodules(f"gantrain.{package}")

@@ -84,10 +84,11 @@ class GANRecipe(Recipe):
     # --- the two updates ------------------------------------------------------------------------------
 
     def discriminator_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        real = batch["real"]
+        real = self.augment(batch["real"], real=True)  # the penalties below also see what D scored: augmented
         with torch.no_grad():
-            fake = self.generate(self.noise(real.shape[0], real.device), batch)
+            fake = self.augment(self.generate(self.noise(real.shape[0], real.device), batch))
         real_scores, real_aux = self.discriminate(real, batch)
+        self.augmentation.observe(real_scores)
         fake_scores, fake_aux = self.discriminate(fake, batch)
         adversarial = self.loss.discriminator_loss(real_scores, fake_scores)
         scalars = {"loss/d": adversarial.detach(), **self.loss.describe_scores(real_scores, fake_scores)}
@@ -109,11 +110,12 @@ class GANRecipe(Recipe):
     def generator_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         real = batch["real"]
         requires_grad(self.discriminator, False)
-        fake_scores, fake_aux = self.discriminate(self.generate(self.noise(real.shape[0], real.device), batch), batch)
+        fake = self.augment(self.generate(self.noise(real.shape[0], real.device), batch))
+        fake_scores, fake_aux = self.discriminate(fake, batch)
         real_scores = None
         if self.loss.needs_real_scores_for_generator:
             with torch.no_grad():
-                real_scores = self.discriminate(real, batch)[0]
+                real_scores = self.discriminate(self.augment(real), batch)[0]
         adversarial = self.loss.generator_loss(fake_scores, real_scores)
         scalars = {"loss/g": adversarial.detach()}
         total = adversarial

@@ -32,6 +32,14 @@ TEST_SEED = 0  # test-time dropout draws from its own generator with this seed: 
 CHUNK = 8  # images translated at a time for previews and metrics
 
 
+#: what a discriminator judges: images, or a pair of tensors it sees side by side in its channels (pix2pix)
+Images = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def images_of(images: Images) -> tuple[torch.Tensor, ...]:
+    return tuple(images) if isinstance(images, (tuple, list)) else (images,)
+
+
 @dataclass(frozen=True)
 class Direction:
     """One way a recipe translates: which generator, from which batch key to which."""
@@ -171,28 +179,35 @@ class TranslationRecipe(Recipe):
 
     # --- the adversarial terms both families use ----------------------------------------------------
 
-    def discriminator_terms(self, name: str, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+    def discriminator_terms(self, name: str, discriminator: nn.Module, real: Images, fake: Images,
                             weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``weight`` x the adversarial loss on real and (detached) generated inputs, plus the regularisers."""
-        real_scores, fake_scores = discriminator(real), discriminator(fake.detach())
+        """``weight`` x the adversarial loss on real and (detached) generated inputs, plus the regularisers.
+
+        ``real``/``fake`` may be a pair of tensors (pix2pix's input and output): augmented with one transform
+        per pair and concatenated. The regularisers see the augmented images the discriminator scored.
+        """
+        real = self.augment(*images_of(real), real=True)
+        fake = self.augment(*(image.detach() for image in images_of(fake)))
+        real_scores, fake_scores = discriminator(real), discriminator(fake)
+        self.augmentation.observe(real_scores)
         adversarial = weight * self.loss.discriminator_loss(real_scores, fake_scores)
         scalars = {f"loss/{name}": adversarial.detach(),
                    **{f"{name}/{key}": value for key, value in self.loss.describe_scores(real_scores, fake_scores).items()}}
         total = adversarial
         for regularizer in self.regularizers:
-            added = regularizer.penalty(discriminator, real, fake.detach())
+            added = regularizer.penalty(discriminator, real, fake)
             if added is not None:
                 total = total + added[0]
                 scalars.update({f"{name}/{key}": value for key, value in added[1].items()})
         return total, scalars
 
-    def generator_adversarial(self, discriminator: nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    def generator_adversarial(self, discriminator: nn.Module, fake: Images, real: Images) -> torch.Tensor:
         """The generator's adversarial loss against a (frozen) discriminator; relativistic losses also see D(real)."""
         real_scores = None
         if self.loss.needs_real_scores_for_generator:
             with torch.no_grad():
-                real_scores = discriminator(real)
-        return self.loss.generator_loss(discriminator(fake), real_scores)
+                real_scores = discriminator(self.augment(*images_of(real)))
+        return self.loss.generator_loss(discriminator(self.augment(*images_of(fake))), real_scores)
 
     def after_discriminator_step(self, *discriminators: nn.Module) -> None:
         for regularizer in self.regularizers:
