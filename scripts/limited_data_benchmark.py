@@ -108,7 +108,7 @@ def frechet_distance(net: DigitFeatures, a: torch.Tensor, b: torch.Tensor) -> fl
     fa, fb = (net.body(images.clamp(-1, 1)).double().numpy() for images in (a, b))
     mean_a, mean_b = fa.mean(0), fb.mean(0)
     cov_a, cov_b = np.cov(fa, rowvar=False), np.cov(fb, rowvar=False)
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    root = linalg.sqrtm(cov_a @ cov_b)
     return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root.real))
 
 
@@ -145,7 +145,7 @@ def smooth(values: list[float], window: int) -> list[float]:
 
 def draw_curves(curves: dict[str, dict[str, list[float]]], path: Path, target: float = 0.6) -> None:
     """One panel per (model, size): r_t of seed 0 against the step, one line per augmentation."""
-    panel_w, panel_h, pad = 320, 200, 30
+    panel_w, panel_h, pad = 320, 200, 34
     panels = list(curves)
     image = Image.new("RGB", (panel_w * len(panels) + pad, panel_h + 2 * pad + 20), "white")
     draw = ImageDraw.Draw(image)
@@ -157,6 +157,10 @@ def draw_curves(curves: dict[str, dict[str, list[float]]], path: Path, target: f
         to_y = lambda v: y0 + h * (1 - (v + 1) / 2)  # noqa: E731 - r_t in [-1, 1]
         for level in (0.0, target):
             draw.line([x0, to_y(level), x0 + w, to_y(level)], fill=(190, 190, 190))
+        for level in (-1.0, 0.0, target, 1.0):
+            draw.text((x0 - 24, to_y(level) - 6), f"{level:g}", fill=(90, 90, 90))
+        steps = max((len(values) for values in curves[name].values()), default=0)
+        draw.text((x0 + w - 60, y0 + h + 2), f"{steps} steps", fill=(90, 90, 90))
         for augment, values in curves[name].items():
             values = smooth(values, max(1, len(values) // 40))
             points = [(x0 + w * i / max(1, len(values) - 1), to_y(v)) for i, v in enumerate(values)]
@@ -167,7 +171,7 @@ def draw_curves(curves: dict[str, dict[str, list[float]]], path: Path, target: f
         draw.line([legend_x, panel_h + pad + 20, legend_x + 20, panel_h + pad + 20], fill=colour, width=3)
         draw.text((legend_x + 24, panel_h + pad + 14), augment, fill=(0, 0, 0))
         legend_x += 120
-    draw.text((legend_x, panel_h + pad + 14), f"r_t = E[sign D(real)] vs step (grey: 0 and {target})", fill=(0, 0, 0))
+    draw.text((legend_x, panel_h + pad + 14), f"r_t = E[sign D(real)] against the step (grey lines: 0 and {target})", fill=(0, 0, 0))
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
 
@@ -186,7 +190,6 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, default=REPO / "docs" / "limited_data_rt.png")
     parser.add_argument("--json", type=Path, default=None, help="also write every result here")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     load_builtin_parts()
 
     images, labels = digit_images()
