@@ -125,9 +125,9 @@ def train_one(model: str, size: int | None, augment: str, seed: int, args: argpa
     signs: list[float] = []
     observe = trainer.recipe.augmentation.observe
 
-    def record(scores: torch.Tensor) -> None:
-        signs.append(float(scores.detach().sign().mean()))
-        observe(scores)
+    def record(scores: torch.Tensor, boundary: float = 0.0) -> None:
+        signs.append(float((scores.detach() - boundary).sign().mean()))
+        observe(scores, boundary)
 
     trainer.recipe.augmentation.observe = record
     started = time.perf_counter()

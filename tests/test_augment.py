@@ -21,6 +21,7 @@ from gantrain.data.source import DataSpec
 from gantrain.data.stream import BatchStream
 from gantrain.engine.trainer import Trainer, build_recipe
 from gantrain.errors import UserError
+from gantrain.registry import LOSSES
 from gantrain.regularizers.base import Regularizer
 from test_progan import TINY as TINY_PROGAN
 from test_super_resolution import write_photos
@@ -112,6 +113,11 @@ def test_ada_p_rises_above_the_target_and_falls_below_it_at_the_configured_speed
         fixed.end_step()
     assert fixed.p == 0.3 and fixed.rt == 1.0  # a fixed p is not adapted; r_t is still measured
 
+    least_squares = AdaptiveAugment(interval=1)  # LSGAN's targets 0 and 1: "real" is above 0.5, not above 0
+    least_squares.observe(torch.tensor([0.8, 0.7, 0.6, 0.3]), LOSSES.build("lsgan").decision_boundary)
+    least_squares.end_step()
+    assert least_squares.rt == 0.5 and LOSSES.build("nonsaturating").decision_boundary == 0
+
     restored = AdaptiveAugment(target=0.6, interval=4, speed_kimg=1)
     restored.load_state_dict(ada.state_dict())
     assert flatten_state(restored.state_dict()).keys() == flatten_state(ada.state_dict()).keys()
@@ -169,7 +175,7 @@ def test_gan_recipe_augments_what_d_sees_feeds_ada_and_saves_p() -> None:
     recipe.regularizers = [recording]
     observed = []
     observe = recipe.augmentation.observe
-    recipe.augmentation.observe = lambda scores: (observed.append(scores.shape), observe(scores))
+    recipe.augmentation.observe = lambda scores, boundary: (observed.append(scores.shape), observe(scores, boundary))
     stream = BatchStream(source.dataset, 16, 0, CPU)
     for _ in range(3):
         batch = stream.next()

@@ -46,8 +46,9 @@ class Augmentation:
         """The augmentation of a batch whose channels are ``groups`` (sizes) of separate images."""
         return images
 
-    def observe(self, real_scores: torch.Tensor) -> None:
-        """The discriminator's scores for the (augmented) reals of one of its steps: ADA's overfitting signal."""
+    def observe(self, real_scores: torch.Tensor, boundary: float = 0.0) -> None:
+        """The discriminator's scores for the (augmented) reals of one of its steps, and the score that separates
+        "real" from "generated" under its loss (``AdversarialLoss.decision_boundary``): ADA's overfitting signal."""
 
     def end_step(self) -> None:
         """Called once after each training step (ADA adjusts p here)."""

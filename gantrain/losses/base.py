@@ -41,6 +41,9 @@ class AdversarialLoss:
     needs_real_scores_for_generator: bool = False
     #: True where the loss is only meaningful for a Lipschitz critic (Wasserstein); the recipe warns otherwise.
     needs_lipschitz: bool = False
+    #: The score between "real" and "generated" (0 for logits; LSGAN: midway between its targets): ADA's
+    #: overfitting signal counts the real scores above it.
+    decision_boundary: float = 0.0
 
     def __init__(self, reduction: str = "mean", real_weight: float = 1.0, generated_weight: float = 1.0) -> None:
         if reduction not in REDUCTIONS:

@@ -33,6 +33,7 @@ class LeastSquaresLoss(AdversarialLoss):
         self.real_target = as_float("real_target", real_target)
         self.fake_target = as_float("fake_target", fake_target)
         self.generator_target = as_float("generator_target", generator_target)
+        self.decision_boundary = (self.real_target + self.fake_target) / 2
 
     def discriminator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor,
                            weights: Weights = None) -> torch.Tensor:

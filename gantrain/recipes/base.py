@@ -91,7 +91,7 @@ class Recipe:
         through here, so ``augment=diffaugment|ada`` reaches every family; differentiable, so G's gradient
         passes. Several tensors (pix2pix's input and output) get one transform and come back concatenated
         along the channels. The recipe passes D's scores on the augmented reals to
-        ``self.augmentation.observe`` (ADA's overfitting signal)."""
+        ``self.augmentation.observe`` with its loss's decision boundary (ADA's overfitting signal)."""
         return self.augmentation(*images, real=real)
 
     def average_weights(self, network: str, decay: float | None) -> None:
