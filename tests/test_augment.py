@@ -48,7 +48,10 @@ def every_augmentation() -> list[Augmentation]:
 def test_zero_strength_is_the_identity() -> None:
     images = torch.randn(6, 3, 16, 16)
     for augmentation in (Augmentation(), DiffAugment([]), AdaptiveAugment(p=0.0), AdaptiveAugment()):
-        assert torch.equal(augmentation(images), images)
+        assert torch.equal(augmentation(images, real=True), images)
+    none = Augmentation()
+    none(images, real=True)
+    assert none.take_shown() is None  # augment=none: no grid of "augmented" reals
     assert torch.equal(AdaptiveAugment(p=0.0)(images, images[:, :1]), torch.cat([images, images[:, :1]], 1))
 
 

@@ -84,6 +84,8 @@ def rotate3d(axis: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 class AdaptiveAugment(Augmentation):
     """The ADA pipeline with its probability p, adapted from the discriminator's signs on reals."""
 
+    changes_images = True
+
     def __init__(self, p: float | None = None, target: float = 0.6, interval: int = 4, speed_kimg: float = 500,
                  pipeline: str = "bgc") -> None:
         super().__init__()

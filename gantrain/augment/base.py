@@ -27,9 +27,12 @@ SHOWN = 64
 class Augmentation:
     """Base class and the ``none`` augmentation: images pass unchanged."""
 
+    #: whether it changes images (then the loop shows the first augmented reals once)
+    changes_images: bool = False
+
     def __init__(self) -> None:
         self.shown: list[torch.Tensor] | None = None  # the first augmented reals of this process, per tensor
-        self._showing = True  # keep the next reals given (once)
+        self._showing = self.changes_images  # keep the next reals given (once)
 
     def __call__(self, *images: torch.Tensor, real: bool = False) -> torch.Tensor:
         """``images`` as the discriminator sees them; several tensors share one transform and come back

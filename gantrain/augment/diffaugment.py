@@ -76,6 +76,8 @@ def cutout(images: torch.Tensor, ratio: float) -> torch.Tensor:
 class DiffAugment(Augmentation):
     """The paper's policies in the order given; an empty policy is the identity."""
 
+    changes_images = True
+
     def __init__(self, policy: Sequence[str] = POLICIES, translation_ratio: float = 0.125,
                  cutout_ratio: float = 0.5) -> None:
         super().__init__()
