@@ -189,6 +189,7 @@ def main() -> None:
     parser.add_argument("--override", nargs="*", default=[], help="config overrides for every run")
     parser.add_argument("--figure", type=Path, default=REPO / "docs" / "limited_data_rt.png")
     parser.add_argument("--json", type=Path, default=None, help="also write every result here")
+    parser.add_argument("--runs", type=Path, default=None, help="keep the run folders here (default: a temporary one)")
     args = parser.parse_args()
     load_builtin_parts()
 
@@ -200,7 +201,8 @@ def main() -> None:
           f"{frechet_distance(features, pool, held_out):.2f}", file=sys.stderr)
 
     results, curves = [], {}
-    with tempfile.TemporaryDirectory() as folder, initialize_config_dir(str(config_dir()), version_base="1.3"):
+    with tempfile.TemporaryDirectory() as temporary, initialize_config_dir(str(config_dir()), version_base="1.3"):
+        folder = args.runs or temporary
         for model in args.models:
             for size_name in args.sizes:
                 size = None if size_name == "all" else int(size_name)
