@@ -9,7 +9,7 @@ through a dataset registered here (``digits_subset``, the ``data=digits`` pipeli
 
 Quality is the Fréchet distance (FD) between features of generated digits and of the held-out digits, from a
 small digit classifier trained here on the pool (Inception is offline here, and knows nothing of 16x16
-digits). Lower is better. The overfitting signal r_t = E[sign(D(real))] is recorded for every run (ADA steers
+digits). Lower is better. The overfitting signal r_t = E[sign(D(real) - boundary)] is recorded for every run (ADA steers
 it to its target; without augmentation it climbs toward 1 as D memorises a small set), and the r_t curves
 of seed 0 are drawn in a figure.
 
@@ -125,7 +125,7 @@ def train_one(model: str, size: int | None, augment: str, seed: int, args: argpa
     signs: list[float] = []
     observe = trainer.recipe.augmentation.observe
 
-    def record(scores: torch.Tensor, boundary: float = 0.0) -> None:
+    def record(scores: torch.Tensor, boundary: float | torch.Tensor = 0.0) -> None:
         signs.append(float((scores.detach() - boundary).sign().mean()))
         observe(scores, boundary)
 

@@ -117,9 +117,14 @@ def test_ada_p_rises_above_the_target_and_falls_below_it_at_the_configured_speed
     assert fixed.p == 0.3 and fixed.rt == 1.0  # a fixed p is not adapted; r_t is still measured
 
     least_squares = AdaptiveAugment(interval=1)  # LSGAN's targets 0 and 1: "real" is above 0.5, not above 0
-    least_squares.observe(torch.tensor([0.8, 0.7, 0.6, 0.3]), LOSSES.build("lsgan").decision_boundary)
+    generated = torch.tensor([0.2, -3.0])
+    least_squares.observe(torch.tensor([0.8, 0.7, 0.6, 0.3]), LOSSES.build("lsgan").decision_boundary(generated))
     least_squares.end_step()
-    assert least_squares.rt == 0.5 and LOSSES.build("nonsaturating").decision_boundary == 0
+    assert least_squares.rt == 0.5 and LOSSES.build("nonsaturating").decision_boundary(generated) == 0
+    critic = AdaptiveAugment(interval=1)  # a Wasserstein critic has no fixed zero: above the generated mean
+    critic.observe(torch.tensor([-1.0, -1.2, -1.3, -2.0]), LOSSES.build("wasserstein").decision_boundary(generated))
+    critic.end_step()
+    assert critic.rt == 0.5
 
     restored = AdaptiveAugment(target=0.6, interval=4, speed_kimg=1)
     restored.load_state_dict(ada.state_dict())

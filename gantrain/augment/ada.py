@@ -9,7 +9,8 @@ done at twice the resolution through a wavelet low-pass filter, so strong rotati
 little more; everything stays differentiable.
 
 p is adapted (unless ``augment.p`` fixes it): r_t = E[sign(D(real) - boundary)] (the loss's decision
-boundary: 0 for logits, midway between LSGAN's targets) over the discriminator's scores on
+boundary: 0 for logits, midway between LSGAN's targets, the generated samples' mean score for a Wasserstein
+critic) over the discriminator's scores on
 reals since the last adjustment, and every ``interval`` training steps p moves by
 sign(r_t - target) x (real images scored) / (speed_kimg x 1000), clamped to [0, 1]: at full speed,
 p goes from 0 to 1 in ``speed_kimg`` thousand images. r_t near 1 means D is sure of every real: it
@@ -202,7 +203,7 @@ class AdaptiveAugment(Augmentation):
 
     # --- adapting p ----------------------------------------------------------------------------------
 
-    def observe(self, real_scores: torch.Tensor, boundary: float = 0.0) -> None:
+    def observe(self, real_scores: torch.Tensor, boundary: float | torch.Tensor = 0.0) -> None:
         scores = real_scores.detach() - boundary
         self.signs = self.signs.to(scores.device) + torch.stack(
             [scores.sign().sum().double(), scores.new_tensor(scores.numel(), dtype=torch.float64)])

@@ -49,7 +49,7 @@ class Augmentation:
         """The augmentation of a batch whose channels are ``groups`` (sizes) of separate images."""
         return images
 
-    def observe(self, real_scores: torch.Tensor, boundary: float = 0.0) -> None:
+    def observe(self, real_scores: torch.Tensor, boundary: float | torch.Tensor = 0.0) -> None:
         """The discriminator's scores for the (augmented) reals of one of its steps, and the score that separates
         "real" from "generated" under its loss (``AdversarialLoss.decision_boundary``): ADA's overfitting signal."""
 

@@ -41,9 +41,6 @@ class AdversarialLoss:
     needs_real_scores_for_generator: bool = False
     #: True where the loss is only meaningful for a Lipschitz critic (Wasserstein); the recipe warns otherwise.
     needs_lipschitz: bool = False
-    #: The score between "real" and "generated" (0 for logits; LSGAN: midway between its targets): ADA's
-    #: overfitting signal counts the real scores above it.
-    decision_boundary: float = 0.0
 
     def __init__(self, reduction: str = "mean", real_weight: float = 1.0, generated_weight: float = 1.0) -> None:
         if reduction not in REDUCTIONS:
@@ -59,6 +56,11 @@ class AdversarialLoss:
     def generator_loss(self, fake_scores: torch.Tensor, real_scores: torch.Tensor | None = None,
                        weights: Weights = None) -> torch.Tensor:
         raise NotImplementedError  # abstract: each registered loss defines it
+
+    def decision_boundary(self, fake_scores: torch.Tensor) -> float | torch.Tensor:
+        """The score between "real" and "generated", given D's scores on generated samples of the same step: ADA's
+        overfitting signal counts the real scores above it. 0 for logits (the sign says which side)."""
+        return 0.0
 
     def describe_scores(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> dict[str, torch.Tensor]:
         """Scalars worth watching, in this loss's own terms (raw mean scores by default)."""

@@ -33,12 +33,15 @@ class LeastSquaresLoss(AdversarialLoss):
         self.real_target = as_float("real_target", real_target)
         self.fake_target = as_float("fake_target", fake_target)
         self.generator_target = as_float("generator_target", generator_target)
-        self.decision_boundary = (self.real_target + self.fake_target) / 2
 
     def discriminator_loss(self, real_scores: torch.Tensor, fake_scores: torch.Tensor,
                            weights: Weights = None) -> torch.Tensor:
         return self.reduce_halves(self.factor * (real_scores - self.real_target) ** 2,
                                   self.factor * (fake_scores - self.fake_target) ** 2, weights)
+
+    def decision_boundary(self, fake_scores: torch.Tensor) -> float:
+        """Midway between the targets real and generated scores are regressed onto."""
+        return (self.real_target + self.fake_target) / 2
 
     def generator_loss(self, fake_scores: torch.Tensor, real_scores: torch.Tensor | None = None,
                        weights: Weights = None) -> torch.Tensor:

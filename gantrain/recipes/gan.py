@@ -88,8 +88,8 @@ class GANRecipe(Recipe):
         with torch.no_grad():
             fake = self.augment(self.generate(self.noise(real.shape[0], real.device), batch))
         real_scores, real_aux = self.discriminate(real, batch)
-        self.augmentation.observe(real_scores, self.loss.decision_boundary)
         fake_scores, fake_aux = self.discriminate(fake, batch)
+        self.augmentation.observe(real_scores, self.loss.decision_boundary(fake_scores))
         adversarial = self.loss.discriminator_loss(real_scores, fake_scores)
         scalars = {"loss/d": adversarial.detach(), **self.loss.describe_scores(real_scores, fake_scores)}
         total = adversarial

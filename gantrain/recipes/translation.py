@@ -189,7 +189,7 @@ class TranslationRecipe(Recipe):
         real = self.augment(*images_of(real), real=True)
         fake = self.augment(*(image.detach() for image in images_of(fake)))
         real_scores, fake_scores = discriminator(real), discriminator(fake)
-        self.augmentation.observe(real_scores, self.loss.decision_boundary)
+        self.augmentation.observe(real_scores, self.loss.decision_boundary(fake_scores))
         adversarial = weight * self.loss.discriminator_loss(real_scores, fake_scores)
         scalars = {f"loss/{name}": adversarial.detach(),
                    **{f"{name}/{key}": value for key, value in self.loss.describe_scores(real_scores, fake_scores).items()}}
