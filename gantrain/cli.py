@@ -22,7 +22,7 @@ from gantrain.registry import import_plugins, load_builtin_parts, unknown_choice
 from gantrain.sweeps.arguments import OVERRIDE, flags_first, quote_paths, sweep_exit_status, table_after_stop
 
 CONFIG_NAME = "gantrain"
-GROUPS = ("model", "loss", "data", "optim", "device", "trainer")
+GROUPS = ("model", "loss", "data", "optim", "device", "trainer", "augment")
 MERGE_ERROR = re.compile(r"^Error merging override (?P<key>[^=\s]+)=(?P<value>.*)$")  # Hydra's words
 
 

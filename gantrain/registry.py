@@ -122,9 +122,10 @@ RECIPES = Registry("recipe")
 REGULARIZERS = Registry("regularizer")
 METRICS = Registry("metric")
 WEIGHT_LAYOUTS = Registry("weight layout")  # published key layouts a network can load (gantrain/nets/*_layouts.py)
+AUGMENTATIONS = Registry("augmentation")  # what a discriminator sees (gantrain/augment/)
 
 
 def load_builtin_parts() -> None:
     """Register everything gantrain ships (idempotent)."""
-    for package in ("nets", "losses", "regularizers", "data", "optim", "recipes", "metrics"):
+    for package in ("nets", "losses", "regularizers", "data", "optim", "recipes", "metrics", "augment"):
         import_submodules(f"gantrain.{package}")

@@ -95,6 +95,14 @@ class RunLog:
         save_picture(picture, path)
         return path
 
+    def augmented_reals(self, step: int, images: torch.Tensor, nrow: int) -> Path:
+        """Real images as the discriminator sees them (``augment``): TensorBoard ``augment/reals`` and a PNG."""
+        picture = image_grid(images, nrow)
+        self.writer.add_image("augment/reals", picture, step)
+        path = self.samples_dir / "augmented_reals.png"
+        save_picture(picture, path)
+        return path
+
     def metrics(self, step: int, values: dict[str, float], seconds: float) -> None:
         """An evaluation: TensorBoard ``metrics/NAME`` and one console line."""
         for name, value in values.items():
@@ -126,6 +134,9 @@ class SilentLog(RunLog):
         pass
 
     def preview(self, step: int, preview: Preview) -> None:
+        pass
+
+    def augmented_reals(self, step: int, images: torch.Tensor, nrow: int) -> None:
         pass
 
     def metrics(self, step: int, values: dict[str, float], seconds: float) -> None:

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from gantrain import __version__
+from gantrain.augment.base import build_augmentation
 from gantrain.config_shapes import with_moved_keys
 from gantrain.data.build import build_data
 from gantrain.data.source import DataSpec, batch_of
@@ -61,7 +62,10 @@ class TrainingDiverged(Exception):
 
 
 def build_recipe(cfg: DictConfig, data_spec: DataSpec, device: torch.device) -> Recipe:
-    return RECIPES.get(cfg.model.recipe).from_config(cfg, data_spec, device)
+    augmentation = build_augmentation(cfg.get("augment"), data_spec)  # what its discriminators see (augment=)
+    recipe = RECIPES.get(cfg.model.recipe).from_config(cfg, data_spec, device)
+    recipe.augmentation = augmentation
+    return recipe
 
 
 def parse_duration(value: Any) -> float | None:
@@ -343,6 +347,7 @@ class Trainer:
                 if self.step % log_every == 0 or self.step == 1:
                     values = self.world.mean({**to_floats(scalars), **self.recipe.learning_rates(),
                                               **self._skip_counts(), **self.recipe.precision.scales(),
+                                              **self.recipe.augmentation.scalars(),
                                               **throughput.report(), "epoch": self.epochs_done()})
                     log.scalars(self.step, values)
                 log.advance(self.step, values)
@@ -388,6 +393,9 @@ class Trainer:
             return
         with self.recipe.averaged_weights():  # grids show the weight average, when the recipe keeps one
             log.preview(self.step, self.recipe.preview(self.preview_inputs))
+        shown = self.recipe.augmentation.take_shown()  # the first preview also shows what D sees of the reals
+        if shown is not None:
+            log.augmented_reals(self.step, *shown)
 
     def _evaluate(self, log: RunLog, elapsed: float) -> None:
         """The metrics (gantrain/engine/evaluation.py); a new best value also writes checkpoints/best.pt."""

@@ -57,6 +57,11 @@ class AdversarialLoss:
                        weights: Weights = None) -> torch.Tensor:
         raise NotImplementedError  # abstract: each registered loss defines it
 
+    def decision_boundary(self, fake_scores: torch.Tensor) -> float | torch.Tensor:
+        """The score between "real" and "generated", given D's scores on generated samples of the same step: ADA's
+        overfitting signal counts the real scores above it. 0 for logits (the sign says which side)."""
+        return 0.0
+
     def describe_scores(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> dict[str, torch.Tensor]:
         """Scalars worth watching, in this loss's own terms (raw mean scores by default)."""
         return {"score/real": real_scores.detach().mean(), "score/fake": fake_scores.detach().mean()}

@@ -39,6 +39,10 @@ class LeastSquaresLoss(AdversarialLoss):
         return self.reduce_halves(self.factor * (real_scores - self.real_target) ** 2,
                                   self.factor * (fake_scores - self.fake_target) ** 2, weights)
 
+    def decision_boundary(self, fake_scores: torch.Tensor) -> float:
+        """Midway between the targets real and generated scores are regressed onto."""
+        return (self.real_target + self.fake_target) / 2
+
     def generator_loss(self, fake_scores: torch.Tensor, real_scores: torch.Tensor | None = None,
                        weights: Weights = None) -> torch.Tensor:
         return self.reduce(self.factor * (fake_scores - self.generator_target) ** 2, weights)

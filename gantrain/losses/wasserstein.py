@@ -39,6 +39,11 @@ class WassersteinLoss(AdversarialLoss):
                        weights: Weights = None) -> torch.Tensor:
         return self.reduce(-fake_scores, weights)
 
+    def decision_boundary(self, fake_scores: torch.Tensor) -> torch.Tensor:
+        """A critic's scores have no fixed zero: a real sample counts as told apart when it scores above the
+        generated samples' mean."""
+        return fake_scores.detach().mean()
+
     def describe_scores(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> dict[str, torch.Tensor]:
         """Adds the critic's Wasserstein estimate, the curve WGAN users watch fall during training."""
         scores = super().describe_scores(real_scores, fake_scores)

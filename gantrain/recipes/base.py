@@ -31,6 +31,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Dataset
 
+from gantrain.augment.base import Augmentation
 from gantrain.data.source import DataSource, DataSpec
 from gantrain.engine.acceleration import Precision
 from gantrain.engine.export_graph import ExportGraph
@@ -102,6 +103,15 @@ class Recipe:
         self.precision = Precision()  # set by the loop from trainer.precision
         for network, decay in (averages or {}).items():
             self.average_weights(network, decay)
+        self.augmentation = Augmentation()  # the ``augment`` config, set by the loop (none: images pass unchanged)
+
+    def augment(self, *images: torch.Tensor, real: bool = False) -> torch.Tensor:
+        """Images as a discriminator sees them: every image it scores, real (``real=True``) and generated, goes
+        through here, so ``augment=diffaugment|ada`` reaches every family; differentiable, so G's gradient
+        passes. Several tensors (pix2pix's input and output) get one transform and come back concatenated
+        along the channels. The recipe passes D's scores on the augmented reals to
+        ``self.augmentation.observe`` with its loss's decision boundary (ADA's overfitting signal)."""
+        return self.augmentation(*images, real=real)
 
     def average_weights(self, network: str, decay: float | None) -> None:
         """Keep an EMA of ``network``'s weights (None: don't); grids, samples and metrics then use it."""
@@ -247,6 +257,7 @@ class Recipe:
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
             for scheduler in self.schedulers.values():
                 scheduler.step()
+        self.augmentation.end_step()
 
     def learning_rates(self) -> dict[str, float]:
         return {f"lr/{name}": opt.param_groups[0]["lr"] for name, opt in self.optimizers.items()}
@@ -265,6 +276,7 @@ class Recipe:
             "extra": self.extra_state(),
             "averages": {name: average.updates for name, average in self.averages.items()},
             "grad_scalers": self.precision.state_dict(),
+            "augment": self.augmentation.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any], weights_only: bool = False) -> None:
@@ -292,6 +304,7 @@ class Recipe:
         if weights_only:
             return
         self.precision.load_state_dict(state.get("grad_scalers", {}))
+        self.augmentation.load_state_dict(state.get("augment", {}))
         for kind, parts in (("optimizers", self.optimizers), ("schedulers", self.schedulers)):
             for name, part in parts.items():
                 part.load_state_dict(state[kind][name])

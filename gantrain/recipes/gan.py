@@ -88,11 +88,12 @@ class GANRecipe(Recipe):
     # --- the two updates ------------------------------------------------------------------------------
 
     def discriminator_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        real = batch["real"]
+        real = self.augment(batch["real"], real=True)  # the penalties below also see what D scored: augmented
         with torch.no_grad():
-            fake = self.generate(self.noise(real.shape[0], real.device), batch)
+            fake = self.augment(self.generate(self.noise(real.shape[0], real.device), batch))
         real_scores, real_aux = self.discriminate(real, batch)
         fake_scores, fake_aux = self.discriminate(fake, batch)
+        self.augmentation.observe(real_scores, self.loss.decision_boundary(fake_scores))
         total, scalars = discriminator_objective(
             self.loss, self.regularizers, lambda x: self.discriminate(x, batch)[0], real, fake, real_scores,
             fake_scores, extra=self.auxiliary_terms("discriminator", real_aux, fake_aux, batch))
@@ -105,11 +106,12 @@ class GANRecipe(Recipe):
     def generator_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         real = batch["real"]
         requires_grad(self.discriminator, False)
-        fake_scores, fake_aux = self.discriminate(self.generate(self.noise(real.shape[0], real.device), batch), batch)
+        fake = self.augment(self.generate(self.noise(real.shape[0], real.device), batch))
+        fake_scores, fake_aux = self.discriminate(fake, batch)
         real_scores = None
         if self.loss.needs_real_scores_for_generator:
             with torch.no_grad():
-                real_scores = self.discriminate(real, batch)[0]
+                real_scores = self.discriminate(self.augment(real), batch)[0]
         adversarial = self.loss.generator_loss(fake_scores, real_scores)
         scalars = {"loss/g": adversarial.detach()}
         total = adversarial

@@ -65,7 +65,7 @@ class Pix2PixRecipe(TranslationRecipe):
         batch = next_batch()
         source, target = batch["source"], batch["target"]
         fake = self.generator(source)
-        real_pair, fake_pair = torch.cat([source, target], 1), torch.cat([source, fake], 1)
+        real_pair, fake_pair = (source, target), (source, fake)  # D sees each pair in its channels
         total, scalars = self.discriminator_terms("d", self.discriminator, real_pair, fake_pair)
         self.apply_update("discriminator", total, scalars)
         self.after_discriminator_step(self.discriminator)

@@ -36,6 +36,14 @@ CHUNK = 8  # images translated at a time for previews and metrics
 STANDALONE_SIZE = 256  # image size a model built for a bare weights file assumes (the published models' crops)
 
 
+#: what a discriminator judges: images, or a pair of tensors it sees side by side in its channels (pix2pix)
+Images = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def images_of(images: Images) -> tuple[torch.Tensor, ...]:
+    return tuple(images) if isinstance(images, (tuple, list)) else (images,)
+
+
 @dataclass(frozen=True)
 class Direction:
     """One way a recipe translates: which generator, from which batch key to which."""
@@ -223,22 +231,28 @@ class TranslationRecipe(Recipe):
 
     # --- the adversarial terms both families use ----------------------------------------------------
 
-    def discriminator_terms(self, name: str, discriminator: nn.Module, real: torch.Tensor,
-                            fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def discriminator_terms(self, name: str, discriminator: nn.Module, real: Images,
+                            fake: Images) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """model.discriminator_weight x the adversarial loss on real and (detached) generated inputs, plus the
-        regularisers; scalars under ``loss/NAME`` and ``NAME/``."""
-        fake = fake.detach()
-        return discriminator_objective(self.loss, self.regularizers, discriminator, real, fake, discriminator(real),
-                                       discriminator(fake), weight=self.discriminator_weight, name=name,
-                                       prefix=f"{name}/")
+        regularisers; scalars under ``loss/NAME`` and ``NAME/``.
 
-    def generator_adversarial(self, discriminator: nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        ``real``/``fake`` may be a pair of tensors (pix2pix's input and output): augmented with one transform
+        per pair and concatenated. The regularisers see the augmented images the discriminator scored.
+        """
+        real = self.augment(*images_of(real), real=True)
+        fake = self.augment(*(image.detach() for image in images_of(fake)))
+        real_scores, fake_scores = discriminator(real), discriminator(fake)
+        self.augmentation.observe(real_scores, self.loss.decision_boundary(fake_scores))
+        return discriminator_objective(self.loss, self.regularizers, discriminator, real, fake, real_scores,
+                                       fake_scores, weight=self.discriminator_weight, name=name, prefix=f"{name}/")
+
+    def generator_adversarial(self, discriminator: nn.Module, fake: Images, real: Images) -> torch.Tensor:
         """The generator's adversarial loss against a (frozen) discriminator; relativistic losses also see D(real)."""
         real_scores = None
         if self.loss.needs_real_scores_for_generator:
             with torch.no_grad():
-                real_scores = discriminator(real)
-        return self.loss.generator_loss(discriminator(fake), real_scores)
+                real_scores = discriminator(self.augment(*images_of(real)))
+        return self.loss.generator_loss(discriminator(self.augment(*images_of(fake))), real_scores)
 
     def after_discriminator_step(self, *discriminators: nn.Module) -> None:
         for regularizer in self.regularizers:

@@ -1,0 +1,1 @@
+"""Augmentations of what a discriminator sees (DiffAugment, ADA), registered in ``AUGMENTATIONS``."""
