@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from conftest import FAST, assert_same_training_state, flatten_state, run_cli
+from conftest import FAST, assert_same_training_state, compose_config, flatten_state, run_cli
 from gantrain.augment.ada import PIPELINES, AdaptiveAugment
 from gantrain.augment.base import Augmentation, build_augmentation
 from gantrain.augment.diffaugment import POLICIES, DiffAugment
@@ -34,8 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def composed(*overrides: str) -> DictConfig:
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose("gantrain", [*FAST, *overrides])
+    return compose_config(*FAST, *overrides)
 
 
 def every_augmentation() -> list[Augmentation]:
@@ -214,8 +212,8 @@ TINY_SR = ["data=sr", "data.hr_size=16", "data.scale=4"]
 PRESETS = {  # every model preset, tiny; image-input ones on files written in their layouts
     "gan": ["model=gan", "model.generator.hidden=[16]", "model.discriminator.hidden=[16]"],
     "dcgan": ["model=dcgan", *TINY_DCGAN],
-    "wgan": ["model=wgan", *TINY_DCGAN, "trainer.n_critic=2"],
-    "wgan_gp": ["model=wgan_gp", *TINY_DCGAN, "trainer.n_critic=2"],
+    "wgan": ["model=wgan", *TINY_DCGAN, "model.n_critic=2"],
+    "wgan_gp": ["model=wgan_gp", *TINY_DCGAN, "model.n_critic=2"],
     "cgan": ["model=cgan", *TINY_DCGAN],
     "cgan_mlp": ["model=cgan_mlp", "model.generator.hidden=[16]", "model.discriminator.hidden=[16]"],
     "progan": [*TINY_PROGAN],

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from conftest import FAST, run_cli
-from gantrain.cli import config_dir
+from conftest import FAST, compose_config, run_cli
 from gantrain.data.source import DataSpec
 from gantrain.engine.trainer import Trainer, build_recipe
 from gantrain.optim.run_length import steps_per_epoch, total_steps
@@ -32,8 +30,7 @@ ONE_BATCH_PRESETS = {  # a step of these draws one batch: a critic-steps setting
 
 
 def composed(*overrides: str):
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose("gantrain", ["device=cpu", *overrides])
+    return compose_config("device=cpu", *overrides)
 
 
 def learning_rates(recipe, steps: int) -> list[float]:

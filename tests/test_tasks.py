@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from conftest import compose_config
 from gantrain import tasks
-from gantrain.cli import NO_RUN_FOLDER, config_dir, run_task, sample_arguments
+from gantrain.cli import NO_RUN_FOLDER, run_task, sample_arguments
 from gantrain.data.source import DataSpec
 from gantrain.engine.trainer import build_recipe
 from gantrain.errors import UserError
@@ -27,8 +27,7 @@ TASKS_DIR = Path(tasks.__file__).parent
 
 
 def composed(*overrides: str):
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose("gantrain", ["device=cpu", *overrides])
+    return compose_config("device=cpu", *overrides)
 
 
 def test_every_task_is_one_module_with_a_docstring_and_one_run():

@@ -20,6 +20,7 @@ every family (``trainer.on_nonfinite``), and a network given a weight average
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -254,7 +255,7 @@ class Recipe:
         a pretraining one), which torch would otherwise warn about as a misuse.
         """
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
             for scheduler in self.schedulers.values():
                 scheduler.step()
         self.augmentation.end_step()
