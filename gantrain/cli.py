@@ -258,7 +258,8 @@ def _hydra_app() -> Any:
 def main(argv: list[str] | None = None) -> Any:
     global _SHOW_TRACEBACKS
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = _SHOW_TRACEBACKS = "debug=true" in args or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    asked = os.environ.get("HYDRA_FULL_ERROR")  # the user's; ours below is for this call only (tests call main often)
+    debug = _SHOW_TRACEBACKS = "debug=true" in args or asked == "1"
     try:
         args = results_arguments(args)
         check_group_choices(args)
@@ -279,3 +280,8 @@ def main(argv: list[str] | None = None) -> Any:
     except Exception as error:  # noqa: BLE001 - only user errors are shortened, the rest re-raised
         report_user_error(output_folder_error(error) or error, debug)
         raise
+    finally:
+        if asked is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = asked
