@@ -247,7 +247,10 @@ def headline(table: Table) -> str:
     order = "highest" if table.maximize else "lowest"
     counts = f"{len(table.rows)} jobs, {table.failed()} failed"
     if best is None:
-        return f"{counts}; no finished job has a value to rank by" + (f" ({table.sort})" if table.sort else "")
+        if table.sort:
+            return f"{counts}; no finished job has a value to rank by ({table.sort})"
+        return (f"{counts}; nothing to rank by: sweep with 'metrics.names=[...]' (fid for images, coverage on "
+                "toy2d) or objective=NAME so the table can say which setting won")
     return f"{counts}; best: {best.folder} ({table.sort} {_format(best.values.get(table.sort))}, {order} wins)"
 
 
