@@ -19,7 +19,8 @@ from gantrain import tasks
 from gantrain.config_shapes import MOVED_KEYS, listed_choice, merge_error, misplaced_value, moved_key
 from gantrain.errors import UserError
 from gantrain.registry import import_plugins, load_builtin_parts, unknown_choice
-from gantrain.sweeps.arguments import OVERRIDE, flags_first, quote_paths, sweep_exit_status, table_after_stop
+from gantrain.sweeps.arguments import (OVERRIDE, flags_first, override_key, quote_paths, sweep_exit_status,
+                                      table_after_stop)
 
 CONFIG_NAME = "gantrain"
 GROUPS = ("model", "loss", "data", "optim", "device", "trainer", "augment")
@@ -70,12 +71,6 @@ def log_to_stderr() -> None:
 def _split(arg: str) -> tuple[str, str] | None:
     match = OVERRIDE.match(arg)
     return (match["key"], match["value"]) if match else None
-
-
-def override_key(arg: str) -> str | None:
-    """The key an override sets (``hydra.run.dir`` of ``hydra.run.dir=out``), None for other arguments."""
-    parsed = _split(arg)
-    return parsed[0] if parsed else None
 
 
 def check_group_choices(args: list[str]) -> None:

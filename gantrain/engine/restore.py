@@ -26,6 +26,7 @@ from gantrain.engine.device import resolve_device
 from gantrain.engine.weight_files import (NATIVE, WeightsFile, check_options, fit, load_fitted, read_weights, say)
 from gantrain.errors import UserError
 from gantrain.recipes.base import Recipe
+from gantrain.recipes.ema import average_name
 from gantrain.registry import RECIPES, import_plugins
 
 NetworkPicker = Callable[[Recipe], str]  # which of a recipe's networks a bare file is for (a task decides)
@@ -159,7 +160,7 @@ def load_one(recipe: Recipe, name: str, file: WeightsFile, cfg: DictConfig, spec
         return
     head = name.partition("_")[0]
     networks = file.checkpoint["recipe"]["networks"]
-    chosen = next((n for n in (f"{name}_ema", name, f"{head}_ema", head) if n in networks), None)
+    chosen = next((n for n in (average_name(name), name, average_name(head), head) if n in networks), None)
     if chosen is None:
         raise UserError(f"model.{head}.init: {file.path} holds no {name} (it has: {', '.join(networks)})")
     load_native(recipe, name, networks[chosen], file.path, strict)
@@ -169,7 +170,7 @@ def load_one(recipe: Recipe, name: str, file: WeightsFile, cfg: DictConfig, spec
 
 def averaged(recipe: Recipe) -> set[str]:
     """The recipe's average networks (NAME_ema): they follow their network, never loaded on their own."""
-    return {f"{name}_ema" for name in recipe.averages}
+    return {average_name(name) for name in recipe.averages}
 
 
 def load_checkpoint_networks(recipe: Recipe, file: WeightsFile, strict: bool) -> None:
@@ -181,7 +182,7 @@ def load_checkpoint_networks(recipe: Recipe, file: WeightsFile, strict: bool) ->
                         f"({', '.join(recipe.networks)})")
     for name in found:
         load_native(recipe, name, networks[name], file.path, strict)
-        average = f"{name}_ema"
+        average = average_name(name)
         if name in recipe.averages and average in networks:
             load_native(recipe, average, networks[average], file.path, strict)
         else:

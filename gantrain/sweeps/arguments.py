@@ -13,6 +13,13 @@ import sys
 
 OVERRIDE = re.compile(r"^(?P<prefix>\+\+|\+|~)?(?P<key>[\w./@-]+)=(?P<value>.*)$")
 
+
+def override_key(arg: str) -> str | None:
+    """The key an override sets, without its prefix (``hydra.run.dir`` of ``hydra.run.dir=out``, ``model`` of
+    ``+model=gan``); None for other arguments."""
+    match = OVERRIDE.match(arg)
+    return match["key"] if match else None
+
 PATH_KEYS = ("resume", "checkpoint", "hydra.run.dir", "hydra.sweep.dir", "results.sweep", "out", "input", "a", "b")
 
 

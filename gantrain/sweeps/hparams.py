@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gantrain.sweeps.plan import SweepPlan, override_key
+from gantrain.sweeps.arguments import override_key
+from gantrain.sweeps.plan import SweepPlan
 
 PREFIX = "hparams/"
 

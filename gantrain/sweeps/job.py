@@ -13,7 +13,8 @@ from omegaconf import DictConfig
 
 from gantrain.engine.summary import DONE, FAILED, read_summary, record_failure
 from gantrain.errors import UserError
-from gantrain.sweeps.plan import is_sweep_folder, load_plan, override_key
+from gantrain.sweeps.arguments import override_key
+from gantrain.sweeps.plan import is_sweep_folder, load_plan
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 

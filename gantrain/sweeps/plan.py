@@ -20,12 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 from gantrain import __version__
 from gantrain.engine.checkpoint import write_atomic
 from gantrain.errors import UserError
+from gantrain.sweeps.arguments import override_key
 
 PLAN = "sweep.json"
 PLAN_FORMAT = 1  # bump when sweep.json or the job folder naming changes: older sweeps then refuse to resume
 MAX_FOLDER_NAME = 120  # characters of a job folder's name; longer ones end in a short hash of the full name
 UNSAFE = re.compile(r"[^A-Za-z0-9._,=+@%-]")  # anything else (/, spaces, brackets, quotes) becomes _
-OVERRIDE = re.compile(r"^(?:\+\+|\+|~)?(?P<key>[^=]+)=(?P<value>.*)$")
 SEED_KEY = "trainer.seed"
 
 
@@ -42,12 +42,6 @@ class SweepPlan:
     metrics: list[str] = field(default_factory=list)
     gantrain_version: str = __version__
     format: int = PLAN_FORMAT
-
-
-def override_key(text: str) -> str | None:
-    """The key of ``[+|++|~]KEY=VALUE`` without its prefix (``model`` of ``+model=gan``)."""
-    match = OVERRIDE.match(text)
-    return match["key"] if match else None
 
 
 def swept_keys(arguments: list[str], params: dict[str, Any] | None) -> list[str]:

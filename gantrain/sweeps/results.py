@@ -21,7 +21,8 @@ from omegaconf import OmegaConf
 from gantrain.engine.checkpoint import write_atomic
 from gantrain.engine.summary import DONE, FAILED, INTERRUPTED, NOT_STARTED, read_summary
 from gantrain.errors import UserError
-from gantrain.sweeps.plan import SEED_KEY, SweepPlan, job_folder_name, job_number, load_plan, override_key
+from gantrain.sweeps.arguments import override_key
+from gantrain.sweeps.plan import SEED_KEY, SweepPlan, job_folder_name, job_number, load_plan
 
 CSV, MARKDOWN, BEST = "results.csv", "results.md", "best"
 FIXED_COLUMNS = ("job", "folder", "status", "steps", "wall_time_s", "objective")
