@@ -73,6 +73,10 @@ class Registry:
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         accepted = [p for p in params if p not in context and p != "self"]
         if not takes_any:
+            # A null option left behind by another part (model.generator.blocks after switching the generator's
+            # name) means "that part's default": dropped, as Hydra's '~key' cannot delete a key that is null.
+            options = {key: value for key, value in options.items() if value is not None or key in params
+                       or not any(self.takes(other, key) for other in self if other != name)}
             unknown = [key for key in options if key not in params or key in context]
             owner = next((other for other in self if other != name and self.takes(other, unknown[0])), None) \
                 if unknown and config_key and unknown[0] not in context else None

@@ -94,6 +94,17 @@ def test_unknown_option_names_accepted_ones(widgets: Registry) -> None:
     assert "size" in message and "colour" in message
 
 
+def test_a_null_option_left_by_another_part_is_its_default_and_dropped(widgets: Registry) -> None:
+    """Switching a preset's name leaves the old part's options behind; a null one (Hydra's '~key' cannot delete
+    it) means "the default" and is dropped, a set one is still named, as is a null option no part takes."""
+    assert widgets.build("gadget", {"size": None}, config_key="model.generator", data_spec="s") == ("gadget", "s", 4)
+    with pytest.raises(UserError, match=r"model.generator.size is an option of the widget widget, not of gadget; "
+                                        r"drop it with '~model.generator.size'"):
+        widgets.build("gadget", {"size": 6}, config_key="model.generator", data_spec="s")
+    with pytest.raises(UserError, match="has no option 'sise'"):
+        widgets.build("widget", {"sise": None})
+
+
 def test_unknown_option_message_leaves_out_context_params(widgets: Registry) -> None:
     """Context parameters are filled by gantrain, so they are not offered as options."""
     with pytest.raises(UserError) as info:

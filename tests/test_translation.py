@@ -345,6 +345,23 @@ def test_the_demos_build_from_the_installed_photos(tmp_path):
         assert not np.array_equal(vintage(np.asarray(Image.open(a_file))), np.asarray(Image.open(b_file)))
 
 
+def test_the_cyclegan_demo_trains_the_unet_generator_and_the_presets_null_resnet_option_is_ignored(tmp_path):
+    """The demo's pairing swaps in the U-Net (its skips keep the picture at a CPU budget); the preset's
+    ResNet-only ``blocks: null`` is left behind and dropped, while a set one is still an error."""
+    from gantrain.engine.trainer import build_recipe
+
+    root = write_unpaired(tmp_path / "d", {"trainA": 2, "trainB": 2}, size=(64, 64))
+    cfg = compose_config("model=cyclegan", "data=unpaired_demo", "data.name=unpaired", f"data.root={root}",
+                         "model.generator.base_channels=4", "model.discriminator.base_channels=4", *FAST)
+    assert cfg.pairing == "cyclegan_unpaired_demo" and cfg.model.generator.blocks is None
+    spec = build_data(cfg.data).spec
+    recipe = build_recipe(cfg, spec, CPU)
+    assert isinstance(recipe.generator_ab, UNetGenerator) and isinstance(recipe.generator_ba, UNetGenerator)
+    cfg.model.generator.blocks = 6
+    with pytest.raises(UserError, match="has no option 'blocks'"):
+        build_recipe(cfg, spec, CPU)
+
+
 @pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("preset", ["pix2pix", "cyclegan"])
 def test_a_step_under_bf16_and_channels_last_tracks_float32(tmp_path, preset):
