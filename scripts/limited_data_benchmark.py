@@ -16,6 +16,8 @@ of seed 0 are drawn in a figure.
     python scripts/limited_data_benchmark.py                     # the full table (hours on a CPU)
     python scripts/limited_data_benchmark.py --steps 300 --seeds 0 --models dcgan --sizes 100 all
     python scripts/limited_data_benchmark.py --override trainer.batch_size=32  # any config override
+    python scripts/limited_data_benchmark.py --jobs 2 --json dcgan.json --models dcgan   # 2 runs at a time
+    python scripts/limited_data_benchmark.py --report dcgan.json wgan_gp.json          # one table from parts
 
 ADA adapts p over ``augment.speed_kimg`` thousand images; the paper's 500 suits runs of tens of thousands of
 kimg, so this benchmark scales it to its short runs (``--ada-speed-kimg``, 20 by default).
@@ -25,9 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -113,14 +117,15 @@ def frechet_distance(net: DigitFeatures, a: torch.Tensor, b: torch.Tensor) -> fl
 
 
 def train_one(model: str, size: int | None, augment: str, seed: int, args: argparse.Namespace,
-              runs: Path) -> tuple[torch.Tensor, list[float], float]:
-    """(samples, r_t per training step, seconds) of one run."""
+              runs: Path) -> tuple[torch.Tensor, list[float], float, float | None]:
+    """(samples, r_t per training step, seconds, ADA's p at the end) of one run."""
     extra = [f"augment.speed_kimg={args.ada_speed_kimg}"] if augment == "ada" else []
-    cfg = compose(config_name=CONFIG_NAME, overrides=[
-        f"model={model}", "data=digits", "data.name=digits_subset", f"+data.train_size={size or 'null'}",
-        f"+data.held_out={args.held_out}", f"augment={augment}", *extra, "device=cpu", "trainer.progress=false",
-        f"trainer.max_steps={args.steps}", f"trainer.seed={seed}", f"trainer.sample_every={args.steps}",
-        f"trainer.checkpoint_every={args.steps}", *args.override])
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name=CONFIG_NAME, overrides=[
+            f"model={model}", "data=digits", "data.name=digits_subset", f"+data.train_size={size or 'null'}",
+            f"+data.held_out={args.held_out}", f"augment={augment}", *extra, "device=cpu", "trainer.progress=false",
+            f"trainer.max_steps={args.steps}", f"trainer.seed={seed}", f"trainer.sample_every={args.steps}",
+            f"trainer.checkpoint_every={args.steps}", *args.override])
     trainer = Trainer(cfg, runs / f"{model}_{size or 'all'}_{augment}_{seed}")
     signs: list[float] = []
     observe = trainer.recipe.augmentation.observe
@@ -136,15 +141,56 @@ def train_one(model: str, size: int | None, augment: str, seed: int, args: argpa
     samples = trainer.recipe.sample(args.samples, torch.Generator().manual_seed(seed))
     per_step = len(signs) // max(1, trainer.step)  # discriminator steps per training step (WGAN-GP: 5)
     rt = [float(np.mean(signs[i:i + per_step])) for i in range(0, per_step * trainer.step, per_step)]
-    return samples, rt, seconds
+    return samples, rt, seconds, getattr(trainer.recipe.augmentation, "p", None)
+
+
+def reference() -> tuple[DigitFeatures, torch.Tensor]:
+    """The feature network and the held-out digits (deterministic: every worker rebuilds the same ones)."""
+    images, labels = digit_images()
+    scaled = normalise_uint8(resize_uint8(images, IMAGE_SIZE))
+    held_out, pool = scaled[:ARGS.held_out], scaled[ARGS.held_out:]
+    features = train_features(pool, labels[ARGS.held_out:], (held_out, labels[:ARGS.held_out]))
+    return features, held_out
+
+
+def run_job(job: tuple[str, str, str, int], folder: str) -> dict:
+    """One benchmark run and its scores, as a JSON-able record."""
+    global REFERENCE
+    if REFERENCE is None:
+        load_builtin_parts()
+        REFERENCE = reference()
+    features, held_out = REFERENCE
+    model, size_name, augment, seed = job
+    samples, rt, seconds, p = train_one(model, None if size_name == "all" else int(size_name), augment, seed, ARGS,
+                                     Path(folder))
+    fd = frechet_distance(features, samples, held_out)
+    tail = float(np.mean(rt[-max(1, len(rt) // 10):]))
+    ada = f", p at the end {p:.2f}" if p is not None else ""
+    print(f"{model} {size_name} {augment} seed {seed}: FD {fd:.2f}, r_t at the end {tail:+.2f}{ada}, {seconds:.0f} s",
+          file=sys.stderr, flush=True)
+    return {"model": model, "size": size_name, "augment": augment, "seed": seed, "steps": ARGS.steps, "fd": fd,
+            "rt_end": tail, "p_end": p, "seconds": seconds, "rt": rt[::max(1, len(rt) // 200)]}
+
+
+ARGS: argparse.Namespace  # set in main(), and in each worker by start_worker()
+REFERENCE: tuple[DigitFeatures, torch.Tensor] | None = None
+
+
+def start_worker(args: argparse.Namespace) -> None:
+    """A worker process trains on one thread: small networks gain more from runs side by side than from threads."""
+    global ARGS
+    ARGS = args
+    torch.set_num_threads(1)
 
 
 def smooth(values: list[float], window: int) -> list[float]:
     return [float(np.mean(values[max(0, i - window + 1):i + 1])) for i in range(len(values))]
 
 
-def draw_curves(curves: dict[str, dict[str, list[float]]], path: Path, target: float = 0.6) -> None:
-    """One panel per (model, size): r_t of seed 0 against the step, one line per augmentation."""
+def draw_curves(curves: dict[str, dict[str, list[float]]], steps: dict[str, int], path: Path,
+                target: float = 0.6) -> None:
+    """One panel per (model, size): r_t of seed 0 against the step (``steps[panel]`` in all), one line per
+    augmentation."""
     panel_w, panel_h, pad = 320, 200, 34
     panels = list(curves)
     image = Image.new("RGB", (panel_w * len(panels) + pad, panel_h + 2 * pad + 20), "white")
@@ -159,8 +205,7 @@ def draw_curves(curves: dict[str, dict[str, list[float]]], path: Path, target: f
             draw.line([x0, to_y(level), x0 + w, to_y(level)], fill=(190, 190, 190))
         for level in (-1.0, 0.0, target, 1.0):
             draw.text((x0 - 24, to_y(level) - 6), f"{level:g}", fill=(90, 90, 90))
-        steps = max((len(values) for values in curves[name].values()), default=0)
-        draw.text((x0 + w - 60, y0 + h + 2), f"{steps} steps", fill=(90, 90, 90))
+        draw.text((x0 + w - 70, y0 + h + 2), f"{steps[name]:,} steps", fill=(90, 90, 90))
         for augment, values in curves[name].items():
             values = smooth(values, max(1, len(values) // 40))
             points = [(x0 + w * i / max(1, len(values) - 1), to_y(v)) for i, v in enumerate(values)]
@@ -176,7 +221,37 @@ def draw_curves(curves: dict[str, dict[str, list[float]]], path: Path, target: f
     image.save(path)
 
 
+def report(results: list[dict], figure: Path) -> None:
+    """The markdown table of FD (mean ± std over seeds) and the r_t figure of each (model, size)'s first seed."""
+    keys = list(dict.fromkeys((r["model"], r["size"]) for r in results))
+    augments = [a for a in AUGMENTS if any(r["augment"] == a for r in results)]
+    seeds = sorted({r["seed"] for r in results})
+    print(f"\nFD to held-out digits (mean ± std over seeds {seeds}; lower is better); "
+          "r_t over the last 10% of steps in brackets\n")
+    print("| model | images | steps | " + " | ".join(augments) + " |")
+    print("|---|---|---|" + "---|" * len(augments))
+    curves: dict[str, dict[str, list[float]]] = {}
+    lengths: dict[str, int] = {}
+    for model, size_name in keys:
+        cells, steps = [], set()
+        for augment in augments:
+            runs = [r for r in results if (r["model"], r["size"], r["augment"]) == (model, size_name, augment)]
+            if not runs:
+                cells.append("-")
+                continue
+            fds, rts = [r["fd"] for r in runs], [r["rt_end"] for r in runs]
+            steps |= {r.get("steps") for r in runs}
+            cells.append(f"{np.mean(fds):.1f} ± {np.std(fds):.1f} ({np.mean(rts):+.2f})")
+            first = min(runs, key=lambda r: r["seed"])
+            curves.setdefault(f"{model}, {size_name} images", {})[augment] = first["rt"]
+            lengths[f"{model}, {size_name} images"] = first["steps"]
+        print(f"| {model} | {size_name} | {'/'.join(map(str, sorted(steps, key=str)))} | " + " | ".join(cells) + " |")
+    draw_curves(curves, lengths, figure)
+    print(f"\nr_t curves: {figure}")
+
+
 def main() -> None:
+    global ARGS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["dcgan", "wgan_gp"])
     parser.add_argument("--sizes", nargs="+", default=["100", "300", "all"], help="training images; all = the pool")
@@ -187,54 +262,35 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000, help="generated digits per FD")
     parser.add_argument("--ada-speed-kimg", type=float, default=20.0)
     parser.add_argument("--override", nargs="*", default=[], help="config overrides for every run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs side by side, one thread each (1: one run on all threads)")
     parser.add_argument("--figure", type=Path, default=REPO / "docs" / "limited_data_rt.png")
     parser.add_argument("--json", type=Path, default=None, help="also write every result here")
     parser.add_argument("--runs", type=Path, default=None, help="keep the run folders here (default: a temporary one)")
-    args = parser.parse_args()
-    load_builtin_parts()
+    parser.add_argument("--report", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="train nothing: one table and figure from the --json files of earlier runs")
+    ARGS = args = parser.parse_args()
+    if args.report:
+        report([r for path in args.report for r in json.loads(path.read_text())], args.figure)
+        return
 
-    images, labels = digit_images()
-    scaled = normalise_uint8(resize_uint8(images, IMAGE_SIZE))
-    held_out, pool = scaled[:args.held_out], scaled[args.held_out:]
-    features = train_features(pool, labels[args.held_out:], (held_out, labels[:args.held_out]))
-    print(f"FD of {args.held_out} held-out digits against the pool (a floor): "
-          f"{frechet_distance(features, pool, held_out):.2f}", file=sys.stderr)
-
-    results, curves = [], {}
-    with tempfile.TemporaryDirectory() as temporary, initialize_config_dir(str(config_dir()), version_base="1.3"):
-        folder = args.runs or temporary
-        for model in args.models:
-            for size_name in args.sizes:
-                size = None if size_name == "all" else int(size_name)
-                for augment in args.augments:
-                    for seed in args.seeds:
-                        samples, rt, seconds = train_one(model, size, augment, seed, args, Path(folder))
-                        fd = frechet_distance(features, samples, held_out)
-                        tail = float(np.mean(rt[-max(1, len(rt) // 10):]))
-                        results.append({"model": model, "size": size_name, "augment": augment, "seed": seed,
-                                        "fd": fd, "rt_end": tail, "seconds": seconds,
-                                        "rt": rt[::max(1, len(rt) // 200)]})
-                        if seed == args.seeds[0]:
-                            curves.setdefault(f"{model}, {size_name} images", {})[augment] = rt
-                        print(f"{model} {size_name} {augment} seed {seed}: FD {fd:.2f}, r_t at the end {tail:+.2f}, "
-                              f"{seconds:.0f} s", file=sys.stderr, flush=True)
-
-    print(f"\nFD to held-out digits (mean ± std over seeds {args.seeds}, {args.steps} steps; lower is better); "
-          "r_t over the last 10% of steps in brackets\n")
-    print("| model | images | " + " | ".join(args.augments) + " |")
-    print("|---|---|" + "---|" * len(args.augments))
-    for model in args.models:
-        for size_name in args.sizes:
-            cells = []
-            for augment in args.augments:
-                runs = [r for r in results if (r["model"], r["size"], r["augment"]) == (model, size_name, augment)]
-                fds, rts = [r["fd"] for r in runs], [r["rt_end"] for r in runs]
-                cells.append(f"{np.mean(fds):.1f} ± {np.std(fds):.1f} ({np.mean(rts):+.2f})")
-            print(f"| {model} | {size_name} | " + " | ".join(cells) + " |")
-    draw_curves(curves, args.figure)
-    print(f"\nr_t curves: {args.figure}")
+    features, held_out = reference()
+    pool = normalise_uint8(resize_uint8(digit_images()[0][args.held_out:], IMAGE_SIZE))
+    for size_name in args.sizes:
+        training = pool if size_name == "all" else pool[:int(size_name)]
+        print(f"FD of the {len(training)} training digits themselves (a generator that memorised them): "
+              f"{frechet_distance(features, training, held_out):.1f}", file=sys.stderr)
+    jobs = [(model, size, augment, seed) for model in args.models for size in args.sizes
+            for augment in args.augments for seed in args.seeds]
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = str(args.runs or temporary)
+        if args.jobs > 1:
+            with ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"), start_worker, (args,)) as pool:
+                results = list(pool.map(run_job, jobs, [folder] * len(jobs)))
+        else:
+            results = [run_job(job, folder) for job in jobs]
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+    report(results, args.figure)
 
 
 if __name__ == "__main__":
