@@ -17,32 +17,25 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # check this checkout, not some other installed copy
 
-from gantrain.data.demo_photos import default_demo_root, vintage  # noqa: E402
+from gantrain.data.build import build_data  # noqa: E402
+from gantrain.data.demo_photos import vintage  # noqa: E402
+from gantrain.data.source import normalise_uint8  # noqa: E402
 from gantrain.engine.restore import load_trained  # noqa: E402
 from gantrain.metrics.fidelity import PeakSignalToNoise, StructuralSimilarity  # noqa: E402
-from gantrain.metrics.pixels import compared  # noqa: E402
+from gantrain.metrics.pixels import compared, eight_bit  # noqa: E402
 from gantrain.registry import load_builtin_parts  # noqa: E402
 
-DEMO_FOLDER = "unpaired_demo-v3"
 
-
-def held_out(folder: Path, load_size: int, crop_size: int) -> list[np.ndarray]:
-    """The test crops as the demo's data config sees them: resized to load_size, the centre crop_size."""
-    margin = (load_size - crop_size) // 2
-    box = (margin, margin, margin + crop_size, margin + crop_size)
-    return [np.asarray(Image.open(path).convert("RGB").resize((load_size, load_size), Image.BICUBIC).crop(box))
-            for path in sorted(folder.glob("*.png"))]
-
-
-def as_tensor(arrays: list[np.ndarray]) -> torch.Tensor:
-    return torch.stack([torch.from_numpy(a.copy()).permute(2, 0, 1).float().div(127.5).sub(1) for a in arrays])
+def old_print(colour: torch.Tensor) -> torch.Tensor:
+    """T of each image: the demo's own old-print transform, on its 8-bit pixels."""
+    pixels = eight_bit(colour).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return normalise_uint8(torch.stack([torch.from_numpy(vintage(image)) for image in pixels]).permute(0, 3, 1, 2))
 
 
 def scores(output: torch.Tensor, target: torch.Tensor) -> tuple[float, float, float]:
@@ -76,25 +69,23 @@ def draw_grid(sides: list[tuple[torch.Tensor, ...]], path: Path, rows: int) -> N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="the run folder (or a checkpoint) of model=cyclegan data=unpaired_demo")
-    parser.add_argument("--demo", type=Path, default=default_demo_root() / DEMO_FOLDER, help="the built demo folder")
-    parser.add_argument("--load-size", type=int, default=72, help="data.load_size of the run")
-    parser.add_argument("--crop-size", type=int, default=64, help="data.crop_size of the run")
     parser.add_argument("--grid", type=Path, default=None, help="also draw the first --rows crops of each side here")
     parser.add_argument("--rows", type=int, default=4)
     args = parser.parse_args()
     load_builtin_parts()
-    recipe = load_trained(args.run, "cpu", "eval").recipe
-
-    colour = held_out(args.demo / "testA", args.load_size, args.crop_size)
-    a, true_print = as_tensor(colour), as_tensor([vintage(crop) for crop in colour])
-    b = as_tensor(held_out(args.demo / "testB", args.load_size, args.crop_size))
+    trained = load_trained(args.run, "cpu", "eval")
+    recipe = trained.recipe
+    test = build_data(trained.config.data).held_out["test"]  # centred crops, as the run's previews and task=eval
+    batch = test.get_batch(torch.arange(len(test)))
+    a, b = batch["a"].cpu(), batch["b"].cpu()
+    true_print = old_print(a)
     with torch.no_grad():
         printed = recipe.translate_on_cpu(a, "AtoB").clamp(-1, 1)
         a_back = recipe.translate_on_cpu(printed, "BtoA").clamp(-1, 1)
         coloured = recipe.translate_on_cpu(b, "BtoA").clamp(-1, 1)
         b_back = recipe.translate_on_cpu(coloured, "AtoB").clamp(-1, 1)
 
-    print(f"{len(a)} held-out colour crops, {len(b)} old-print crops, {args.crop_size}x{args.crop_size}:")
+    print(f"{len(a)} held-out colour crops, {len(b)} old-print crops, {a.shape[-1]}x{a.shape[-2]}:")
     for name, output, target in (("G_AB(a) vs T(a)", printed, true_print), ("copy: a vs T(a)", a, true_print),
                                  ("G_BA(G_AB(a)) vs a", a_back, a), ("G_AB(G_BA(b)) vs b", b_back, b)):
         ssim, psnr, luma = scores(output, target)

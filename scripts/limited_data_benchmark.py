@@ -144,13 +144,13 @@ def train_one(model: str, size: int | None, augment: str, seed: int, args: argpa
     return samples, rt, seconds, getattr(trainer.recipe.augmentation, "p", None)
 
 
-def reference() -> tuple[DigitFeatures, torch.Tensor]:
-    """The feature network and the held-out digits (deterministic: every worker rebuilds the same ones)."""
+def reference() -> tuple[DigitFeatures, torch.Tensor, torch.Tensor]:
+    """The feature network, the held-out digits and the pool (deterministic: every worker rebuilds the same)."""
     images, labels = digit_images()
     scaled = normalise_uint8(resize_uint8(images, IMAGE_SIZE))
     held_out, pool = scaled[:ARGS.held_out], scaled[ARGS.held_out:]
     features = train_features(pool, labels[ARGS.held_out:], (held_out, labels[:ARGS.held_out]))
-    return features, held_out
+    return features, held_out, pool
 
 
 def run_job(job: tuple[str, str, str, int], folder: str) -> dict:
@@ -159,7 +159,7 @@ def run_job(job: tuple[str, str, str, int], folder: str) -> dict:
     if REFERENCE is None:
         load_builtin_parts()
         REFERENCE = reference()
-    features, held_out = REFERENCE
+    features, held_out, _ = REFERENCE
     model, size_name, augment, seed = job
     samples, rt, seconds, p = train_one(model, None if size_name == "all" else int(size_name), augment, seed, ARGS,
                                      Path(folder))
@@ -173,7 +173,7 @@ def run_job(job: tuple[str, str, str, int], folder: str) -> dict:
 
 
 ARGS: argparse.Namespace  # set in main(), and in each worker by start_worker()
-REFERENCE: tuple[DigitFeatures, torch.Tensor] | None = None
+REFERENCE: tuple[DigitFeatures, torch.Tensor, torch.Tensor] | None = None
 
 
 def start_worker(args: argparse.Namespace) -> None:
@@ -251,7 +251,7 @@ def report(results: list[dict], figure: Path) -> None:
 
 
 def main() -> None:
-    global ARGS
+    global ARGS, REFERENCE
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["dcgan", "wgan_gp"])
     parser.add_argument("--sizes", nargs="+", default=["100", "300", "all"], help="training images; all = the pool")
@@ -273,8 +273,8 @@ def main() -> None:
         report([r for path in args.report for r in json.loads(path.read_text())], args.figure)
         return
 
-    features, held_out = reference()
-    pool = normalise_uint8(resize_uint8(digit_images()[0][args.held_out:], IMAGE_SIZE))
+    load_builtin_parts()
+    REFERENCE = features, held_out, pool = reference()  # run_job reuses it when the runs are in this process
     for size_name in args.sizes:
         training = pool if size_name == "all" else pool[:int(size_name)]
         print(f"FD of the {len(training)} training digits themselves (a generator that memorised them): "
